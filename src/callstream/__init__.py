@@ -1,0 +1,52 @@
+"""callstream: callback-based streaming as iterators, sync and async.
+
+```python
+with callstream.from_callback(producer) as stream:
+    for item in stream:
+        ...
+```
+"""
+
+from __future__ import annotations
+
+from ._astream import AsyncStream as AsyncStream
+from ._astream import afrom_callback as afrom_callback
+from ._stream import Stream as Stream
+from ._stream import from_callback as from_callback
+from .errors import StreamError as StreamError
+from .errors import StreamOverflow as StreamOverflow
+from .errors import StreamTimeout as StreamTimeout
+from .events import Event as Event
+from .sinks import BoundedSink as BoundedSink
+from .sinks import DequeSink as DequeSink
+from .sinks import QueueSink as QueueSink
+from .sinks import Sink as Sink
+from .sinks import SinkStatistics as SinkStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncStream",
+    "BoundedSink",
+    "DequeSink",
+    "Event",
+    "QueueSink",
+    "Sink",
+    "SinkStatistics",
+    "Stream",
+    "StreamError",
+    "StreamOverflow",
+    "StreamTimeout",
+    "afrom_callback",
+    "from_callback",
+]
+
+# Tracebacks and reprs say `callstream.StreamTimeout`, not `callstream.errors...`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("callstream."):
+        try:
+            _obj.__module__ = "callstream"
+        except (AttributeError, TypeError):  # pragma: no cover
+            pass
+del _name, _obj

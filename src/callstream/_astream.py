@@ -1,0 +1,160 @@
+"""`AsyncStream`: the asynchronous face, and `afrom_callback`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from ._core import Timeouts, _Core, _State, check_state_for_enter, text_of
+from ._stream import _as_producer, _BaseStream
+from .sinks import Sink, SinkName
+
+__all__ = ("AsyncStream", "afrom_callback")
+
+T = TypeVar("T")
+Self = TypeVar("Self", bound="AsyncStream[Any]")
+
+#: Longest single wait of an async consumer; only a safety net (the sink's
+#: wakeup and the deadlines end waits earlier).
+_ASYNC_SLICE: Final = 0.5
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _wake_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+    try:
+        loop.call_soon_threadsafe(_wake, fut)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+class AsyncStream(_BaseStream[T]):
+    """The asynchronous twin of `Stream`: `async with` / `async for`.
+
+    The producer runs in a thread of its own (never in the event loop's
+    default executor, which a few slow streams would exhaust); the consumer
+    awaits without blocking the loop. Everything `Stream` guarantees holds:
+    order, exactly-once, error identity, cancellation on exit, `aclose()` or
+    garbage collection. Cancelling the task that awaits `__anext__` leaves the
+    stream usable; leaving `async with` closes it.
+    """
+
+    async def __aenter__(self: Self) -> Self:
+        check_state_for_enter(self._core.state, self._kind)
+        self._core.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._note_consumer_error(exc)
+        self.close()
+
+    async def aclose(self) -> None:
+        """Same as `close()`, for `contextlib.aclosing` and async frameworks."""
+        self.close()
+
+    def __aiter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            item = self._pending.popleft()
+        except IndexError:
+            if self._mode != "items":
+                self._claim("items")
+            self._pending = batch = await self._next_batch()
+            item = batch.popleft()
+        self._delivered += 1
+        if (text := text_of(item)) is not None:
+            self._parts.append(text)
+        return item  # type: ignore[no-any-return]
+
+    async def _next_batch(self) -> deque[Any]:
+        """Wait for the next non-empty batch; raise StopAsyncIteration at the end."""
+        core = self._core
+        if core.state is _State.NEW:
+            core.start()
+        elif core.state is _State.DONE:
+            raise StopAsyncIteration
+        sink = core.sink
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] | None = None
+        try:
+            while True:
+                done = core.worker_done
+                batch = sink.take(0)
+                if batch:
+                    return batch
+                if done or core.stopping:
+                    core.end(self._delivered)
+                    raise StopAsyncIteration
+                wait = core.wait_time()
+                if wait == 0:
+                    continue
+                if fut is None:  # arm the wakeup, then look once more before sleeping
+                    fut = loop.create_future()
+                    sink.set_wakeup(partial(_wake_threadsafe, loop, fut))
+                    continue
+                timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+                fut = None
+        finally:
+            if fut is not None and not fut.done():
+                sink.set_wakeup(None)
+
+    def tokens(self) -> AsyncIterator[str]:
+        """Yield the text of token items, skipping empty strings.
+
+        The stream is closed when the generator ends or is closed (or
+        finalised by the event loop), so no `async with` is needed.
+
+        Raises:
+            RuntimeError: the stream itself was already iterated.
+        """
+        self._claim("tokens")
+        return self._tokens()
+
+    async def _tokens(self) -> AsyncIterator[str]:
+        parts = self._parts
+        try:
+            while True:
+                try:
+                    batch = await self._next_batch()
+                except StopAsyncIteration:
+                    return
+                while batch:
+                    text = text_of(batch.popleft())
+                    self._delivered += 1
+                    if text:
+                        parts.append(text)
+                        yield text
+        finally:
+            self.close()
+
+
+def afrom_callback(
+    producer: Callable[[Callable[[Any], None]], Any],
+    *,
+    sink: SinkName | Sink = "queue",
+    timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> AsyncStream[Any]:
+    """The async twin of `from_callback`: same arguments, same guarantees.
+
+    `producer(emit)` is a plain (sync) function run in a worker thread;
+    consume with `async with afrom_callback(producer) as stream: async for ...`.
+    """
+    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
+    return AsyncStream(_Core(_as_producer(producer), sink, timeouts))

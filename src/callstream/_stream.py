@@ -1,0 +1,247 @@
+"""`Stream`: the synchronous face, and `from_callback`."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar
+
+from ._core import EMPTY, WAIT_SLICE, Producer, Status, Timeouts, _Core, _State, check_state_for_enter, text_of
+from .sinks import Sink, SinkName, SinkStatistics
+
+__all__ = ("Stream", "from_callback")
+
+T = TypeVar("T")
+Self = TypeVar("Self", bound="_BaseStream[Any]")
+
+
+class _BaseStream(Generic[T]):
+    """What both faces share: state, text, output, close, repr."""
+
+    _kind = "stream"
+
+    def __init__(self, core: _Core[Any]) -> None:
+        self._core = core
+        self._pending: deque[Any] = EMPTY
+        self._parts: list[str] = []
+        self._delivered = 0
+        # who iterates: None (nobody yet), "items" (the stream itself) or "tokens"
+        self._mode: Literal["items", "tokens"] | None = None
+
+    @property
+    def text(self) -> str:
+        """The token text delivered so far, concatenated (partial after an error)."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @property
+    def status(self) -> Status:
+        """`"running"`, `"completed"`, `"error"`, `"timeout"` or `"cancelled"`."""
+        return self._core.status
+
+    @property
+    def output(self) -> Any:
+        """What the producer returned (for a runnable: what `invoke` returns).
+
+        Raises:
+            RuntimeError: the stream has not completed (still running, or it
+                ended with an error, a timeout or a cancellation).
+        """
+        core = self._core
+        if core.status == "completed":
+            return core.value
+        if core.status == "running":
+            raise RuntimeError("no output yet: the stream is still running; iterate it to the end first")
+        cause = core.value if isinstance(core.value, BaseException) else None
+        raise RuntimeError(f"no output: the stream ended with status {core.status!r}") from cause
+
+    def statistics(self) -> SinkStatistics:
+        """The sink's statistics (buffered items, peak, waiting producers...)."""
+        return self._core.statistics()
+
+    def close(self) -> None:
+        """Stop the producer at its next callback and end iteration.
+
+        Returns at once, without waiting for the producer. Idempotent; safe
+        from any thread, and from inside the producer.
+        """
+        self._pending = EMPTY
+        self._core.close()
+
+    def _claim(self, mode: Literal["items", "tokens"]) -> None:
+        if self._mode is None:
+            self._mode = mode
+        elif self._mode != mode:
+            raise RuntimeError(
+                "iterate either the stream (events) or its tokens(), not both: "
+                "each item is delivered once, so mixing them would split the stream"
+            )
+
+    def _note_consumer_error(self, exc: BaseException | None) -> None:
+        pending = self._core.pending_error()
+        if exc is not None and pending is not None and pending is not exc:
+            exc.add_note(f"callstream: the producer had also raised {pending!r} (not delivered)")
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is not None and core.state is not _State.DONE:
+            try:
+                core.close()
+            except Exception:  # noqa: S110 (interpreter shutdown; nothing left to tell)
+                pass
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = core.status if core.state is not _State.NEW else "not started"
+        return f"<{type(self).__name__} {state}, delivered: {self._delivered}, sink: {core.sink!r}>"
+
+
+class Stream(_BaseStream[T]):
+    """A synchronous iterator over what a producer emits.
+
+    Use it as a context manager (`with ... as stream:`) or iterate it
+    directly; the producer starts on `__enter__` or on the first `next()`.
+    Items arrive in order, each exactly once. When the producer raises, the
+    same exception object is raised here after every item emitted before it.
+
+    Leaving the `with` block, `close()`, closing a partly consumed `tokens()`,
+    or garbage collection stop the producer at its next callback without
+    waiting for it. A stream is single-use: after the end iteration yields
+    nothing, and entering it again raises `RuntimeError`.
+    """
+
+    def __enter__(self: Self) -> Self:
+        check_state_for_enter(self._core.state, self._kind)
+        self._core.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._note_consumer_error(exc)
+        self.close()
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        try:
+            item = self._pending.popleft()
+        except IndexError:
+            item = self._refill()
+        self._delivered += 1
+        if type(item) is str:
+            self._parts.append(item)
+        elif (text := text_of(item)) is not None:
+            self._parts.append(text)
+        return item  # type: ignore[no-any-return]
+
+    def _refill(self) -> Any:
+        if self._mode != "items":
+            self._claim("items")
+        self._pending = batch = self._next_batch()
+        return batch.popleft()
+
+    def _next_batch(self) -> deque[Any]:
+        """Wait for the next non-empty batch; raise StopIteration at the end."""
+        core = self._core
+        if core.state is _State.NEW:
+            core.start()
+        elif core.state is _State.DONE:
+            raise StopIteration
+        sink = core.sink
+        wait: float | None = 0.0
+        while True:
+            done = core.worker_done  # read before take(): items put before `done` are in the sink
+            batch = sink.take(wait)
+            if batch:
+                return batch
+            if done or core.stopping:
+                core.end(self._delivered)
+                raise StopIteration
+            wait = core.wait_time()
+            wait = WAIT_SLICE if wait is None or wait > WAIT_SLICE else wait
+
+    def tokens(self) -> Iterator[str]:
+        """Yield the text of token items, skipping empty strings.
+
+        For `iter_callbacks`, the text of token events; for `from_callback`,
+        the `str` items. The stream is closed when the generator ends, is
+        closed, or is garbage-collected, so no `with` is needed.
+
+        Raises:
+            RuntimeError: the stream itself was already iterated.
+        """
+        self._claim("tokens")
+        return self._tokens()
+
+    def _tokens(self) -> Iterator[str]:
+        parts = self._parts
+        try:
+            while True:
+                try:
+                    batch = self._next_batch()
+                except StopIteration:
+                    return
+                while batch:
+                    text = text_of(batch.popleft())
+                    self._delivered += 1
+                    if text:
+                        parts.append(text)
+                        yield text
+        finally:
+            self.close()
+
+
+def from_callback(
+    producer: Callable[[Callable[[Any], None]], Any],
+    *,
+    sink: SinkName | Sink = "queue",
+    timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> Stream[Any]:
+    """Bridge any callback API to an iterator.
+
+    `producer(emit)` runs in a worker thread of its own, with the caller's
+    `contextvars`; every object it passes to `emit` is yielded, in order,
+    exactly once (`None`, `""` and exceptions included). Its return value
+    becomes `stream.output`; its exception is re-raised in the consumer.
+
+    ```python
+    def producer(emit):
+        client.generate(prompt, on_token=emit)
+        return "done"
+
+    with callstream.from_callback(producer, timeout=30) as stream:
+        for token in stream:
+            print(token, end="")
+    ```
+
+    Args:
+        producer: called once as `producer(emit)`.
+        sink: `"queue"` (default), `"deque"`, `"bounded"`, or a `Sink`.
+        timeout: seconds for the whole stream.
+        first_token_timeout: seconds until the first item.
+        idle_timeout: seconds allowed between two items.
+
+    Every emitted item counts as an event for the time limits. Once the stream
+    is closed or timed out, `emit` raises `callstream.sinks.Cancelled`, a
+    `BaseException`, so the producer stops there.
+
+    Raises:
+        TypeError: `producer` is not callable, or `sink` is neither a name nor
+            a `Sink`.
+        ValueError: an unknown sink name, or a timeout that is not a positive
+            number.
+    """
+    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
+    return Stream(_Core(_as_producer(producer), sink, timeouts))
+
+
+def _as_producer(producer: Callable[[Callable[[Any], None]], Any]) -> Producer:
+    if not callable(producer):
+        raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
+    return producer

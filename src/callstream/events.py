@@ -1,0 +1,118 @@
+"""`Event`: one LangChain callback, as a small immutable value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+__all__ = ("Event", "EventKind")
+
+EventKind = Literal[
+    "token",
+    "llm_start",
+    "llm_end",
+    "llm_error",
+    "chain_start",
+    "chain_end",
+    "chain_error",
+    "tool_start",
+    "tool_end",
+    "tool_error",
+    "retriever_start",
+    "retriever_end",
+    "retriever_error",
+    "agent_action",
+    "agent_finish",
+    "custom",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+# Event kind -> (astream_events phase). The run type picks the family.
+_PHASE = {
+    "token": "stream",
+    "llm_start": "start",
+    "llm_end": "end",
+    "llm_error": "error",
+    "chain_start": "start",
+    "chain_end": "end",
+    "chain_error": "error",
+    "tool_start": "start",
+    "tool_end": "end",
+    "tool_error": "error",
+    "retriever_start": "start",
+    "retriever_end": "end",
+    "retriever_error": "error",
+    "agent_action": "agent_action",
+    "agent_finish": "agent_finish",
+}
+
+
+class Event(NamedTuple):
+    """One callback of a LangChain run, in the order the callbacks fired.
+
+    Attributes:
+        kind: what happened (`"token"`, `"llm_start"`, `"tool_end"`, ...).
+        name: the run's name (`"ChatOpenAI"`, `"RunnableSequence"`, a tool name).
+        run_id: the run's id, as a string.
+        parent_ids: the ids of the enclosing runs, root first.
+        tags: the run's tags.
+        metadata: the run's metadata.
+        data: what the callback carried, under the keys `astream_events` v2
+            uses (`input`, `output`, `chunk`, `error`).
+        text: for a token, its text (`""` for a tool-call or closing chunk).
+        chunk: for a token, the original `AIMessageChunk` or `GenerationChunk`.
+        run_type: the LangChain run type (`"chat_model"`, `"llm"`, `"chain"`,
+            `"tool"`, `"retriever"`, `"prompt"`, `"parser"`), used to name
+            the event in `to_dict()`.
+    """
+
+    kind: EventKind
+    name: str = ""
+    run_id: str = ""
+    parent_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = _EMPTY
+    data: Mapping[str, Any] = _EMPTY
+    text: str = ""
+    chunk: Any = None
+    run_type: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the `astream_events(version="v2")` `StreamEvent` shape.
+
+        `{"event": "on_chat_model_stream", "name", "run_id", "parent_ids",
+        "tags", "metadata", "data"}`, so code written for `astream_events`
+        works on these events unchanged.
+        """
+        if self.kind == "custom":
+            event = "on_custom_event"
+        else:
+            phase = _PHASE[self.kind]
+            family = self.run_type or self.kind.partition("_")[0]
+            event = f"on_{family}_{phase}"
+        return {
+            "event": event,
+            "name": self.name,
+            "run_id": self.run_id,
+            "parent_ids": list(self.parent_ids),
+            "tags": list(self.tags),
+            "metadata": dict(self.metadata),
+            "data": dict(self.data),
+        }
+
+    def _merge(self, later: Event) -> Event | None:
+        """Merge two token events of the same run into one, or return None."""
+        if later.kind != "token" or later.run_id != self.run_id:
+            return None
+        chunk = self.chunk
+        if chunk is not None and later.chunk is not None:
+            try:
+                chunk = chunk + later.chunk
+            except Exception:  # chunk types that cannot be added are not merged
+                return None
+        data = dict(self.data)
+        if chunk is not None:
+            data["chunk"] = chunk
+        return self._replace(text=self.text + later.text, chunk=chunk, data=data)

@@ -1,0 +1,569 @@
+"""Sinks: the buffer between the producer (callbacks) and the consumer.
+
+A sink is a small protocol with one producer side and one consumer side:
+
+- the producer calls `put(item)` for each item, then `finish()` once;
+- the consumer calls `take(timeout)` to get the items available now, and
+  `set_wakeup(fn)` to be told from the producer's thread when more arrive
+  (the async face uses that to wait without blocking the event loop);
+- `close()` is the consumer leaving: buffered items are discarded, every later
+  `put` raises `Cancelled`, and a producer blocked in `put` is released.
+
+Three sinks ship. Any object following the `Sink` protocol works too;
+`callstream.testing.check_sink(make_sink)` runs the conformance checks on it.
+
+End of stream is never an item: `None`, `""`, `"[DONE]"`, exceptions and
+objects whose `__eq__` always returns `True` are data like any other.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol, final, get_args, runtime_checkable
+
+from .errors import StreamOverflow
+from .events import Event
+
+__all__ = (
+    "BoundedSink",
+    "Cancelled",
+    "DequeSink",
+    "OverflowPolicy",
+    "QueueSink",
+    "Sink",
+    "SinkStatistics",
+)
+
+OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "coalesce", "error"]
+_POLICIES: Final = get_args(OverflowPolicy)
+
+
+class Cancelled(BaseException):  # noqa: N818 (named like trio.Cancelled)
+    """Raised in the producer by `put` once the consumer has left.
+
+    It derives from `BaseException`, like `GeneratorExit`, so that a producer's
+    `except Exception:` does not swallow the cancellation. Sink authors raise
+    it from `put` after `close()`; nobody else should catch it.
+    """
+
+
+@dataclass(frozen=True)
+class SinkStatistics:
+    """A snapshot of a sink's state, for tests, logs and dashboards."""
+
+    #: items buffered now
+    buffered: int
+    #: capacity (`None` for an unbounded sink)
+    maxsize: int | None
+    #: the most items buffered at once so far
+    peak: int
+    #: producers blocked in `put` waiting for room
+    producers_waiting: int
+    #: consumers blocked in `take` waiting for an item
+    consumers_waiting: int
+    #: token items dropped by a `drop_*` policy
+    dropped: int
+    #: token items merged into their neighbour by the `coalesce` policy
+    coalesced: int
+    #: whether `close()` was called
+    closed: bool
+    #: whether the producer called `finish()`
+    finished: bool
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """What the stream needs from a buffer.
+
+    `put` and `finish` run in the producer's thread; `take`, `set_wakeup` and
+    `close` in the consumer's. `close` and `set_wakeup` may also be called
+    from any other thread (a finaliser, a web server's disconnect handler).
+    """
+
+    def put(self, item: Any) -> None:
+        """Add one item. May block (a full bounded sink).
+
+        Raises:
+            Cancelled: the sink was closed, before or while waiting.
+        """
+
+    def finish(self) -> None:
+        """Mark the end of the items. Never blocks, never raises."""
+
+    def take(self, timeout: float | None) -> deque[Any]:
+        """Return the items available now, oldest first, waiting up to `timeout`.
+
+        `timeout=0` does not wait; `None` waits until an item arrives or the
+        sink is finished or closed. An empty deque means no item is available
+        yet. The caller pops from the left; the deque may be the sink's own
+        buffer, in which case items put later appear in it too.
+        """
+        ...
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        """Call `fn` once, from the producer's thread, on the next `put`,
+        `finish` or `close`; `None` disarms it."""
+
+    def close(self) -> None:
+        """Discard buffered items, release a blocked producer and consumer,
+        and make every later `put` raise `Cancelled`. Idempotent."""
+
+    def statistics(self) -> SinkStatistics:
+        """Return a snapshot of the sink's state."""
+        ...
+
+
+def _droppable(item: object) -> bool:
+    """Only token items may be dropped or merged: `str`, or token `Event`s."""
+    return type(item) is str or (type(item) is Event and item.kind == "token")
+
+
+def _merge(first: object, later: object) -> object | None:
+    """Merge two adjacent token items, or return None when they do not merge."""
+    if type(first) is str and type(later) is str:
+        return first + later
+    if type(first) is Event and first.kind == "token" and type(later) is Event:
+        return first._merge(later)
+    return None
+
+
+def _fire(fn: Callable[[], None] | None) -> None:
+    if fn is not None:
+        fn()
+
+
+@final
+class QueueSink:
+    """An unbounded `queue.Queue`. The default sink.
+
+    The consumer takes everything buffered in one step, so the per-item cost
+    is one `Queue.put` in the producer.
+    """
+
+    __slots__ = ("_closed", "_ended", "_finished", "_peak", "_q", "_wakeup")
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._finished = False
+        self._ended = False  # the consumer has seen the end marker
+        self._peak = 0
+        self._wakeup: Callable[[], None] | None = None
+
+    def put(self, item: Any) -> None:
+        if self._closed:
+            raise Cancelled
+        self._q.put(item)
+        if self._wakeup is not None:
+            self._wake()
+        if self._closed:  # closed while we were putting: do not keep the item
+            self._clear()
+            raise Cancelled
+
+    def _wake(self) -> None:
+        fn, self._wakeup = self._wakeup, None
+        _fire(fn)
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._q.put(_END)
+            self._wake()
+
+    def take(self, timeout: float | None) -> deque[Any]:
+        if self._ended or self._closed:
+            return deque()
+        q = self._q
+        try:
+            first = q.get(timeout=timeout) if timeout != 0 else q.get_nowait()
+        except queue.Empty:
+            return deque()
+        with q.mutex:
+            items: deque[Any] = q.queue  # type: ignore[attr-defined]
+            q.queue = deque()  # type: ignore[attr-defined]
+        items.appendleft(first)
+        if items[-1] is _END:
+            items.pop()
+            self._ended = True
+        if self._closed:
+            return deque()
+        if len(items) > self._peak:
+            self._peak = len(items)
+        return items
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        self._wakeup = fn
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._clear()
+        self._q.put(_END)  # wake a consumer blocked in get()
+        self._wake()
+
+    def _clear(self) -> None:
+        with self._q.mutex:
+            self._q.queue.clear()  # type: ignore[attr-defined]
+
+    def statistics(self) -> SinkStatistics:
+        q = self._q
+        with q.mutex:
+            buffered = sum(1 for x in q.queue if x is not _END)  # type: ignore[attr-defined]
+            consumers = len(q.not_empty._waiters)  # type: ignore[attr-defined]
+        return SinkStatistics(
+            buffered=buffered,
+            maxsize=None,
+            peak=max(self._peak, buffered),
+            producers_waiting=0,
+            consumers_waiting=consumers,
+            dropped=0,
+            coalesced=0,
+            closed=self._closed,
+            finished=self._finished,
+        )
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+@final
+class DequeSink:
+    """An unbounded `collections.deque` with a `threading.Condition`.
+
+    The fastest hand-off: `put` is a lock-free `deque.append` and takes the
+    lock only while the consumer is waiting; the consumer pops straight from
+    the sink's deque.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_closed",
+        "_cond",
+        "_finished",
+        "_peak",
+        "_signal",
+        "_waiting",
+        "_wakeup",
+    )
+
+    def __init__(self) -> None:
+        self._buf: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._finished = False
+        self._waiting = 0
+        self._wakeup: Callable[[], None] | None = None
+        # True while a consumer waits or a wakeup is armed: the one flag the
+        # producer's fast path reads.
+        self._signal = False
+        self._peak = 0
+
+    def put(self, item: Any) -> None:
+        if self._closed:
+            raise Cancelled
+        buf = self._buf
+        buf.append(item)
+        if self._signal:
+            self._notify()
+        if self._closed:
+            buf.clear()
+            raise Cancelled
+
+    def _notify(self) -> None:
+        with self._cond:
+            fn, self._wakeup = self._wakeup, None
+            self._signal = self._waiting > 0
+            self._cond.notify_all()
+        _fire(fn)
+
+    def finish(self) -> None:
+        self._finished = True
+        self._notify()
+
+    def take(self, timeout: float | None) -> deque[Any]:
+        buf = self._buf
+        if not buf and timeout != 0 and not (self._finished or self._closed):
+            with self._cond:
+                self._waiting += 1
+                self._signal = True
+                try:
+                    if not buf and not (self._finished or self._closed):
+                        self._cond.wait(timeout)
+                finally:
+                    self._waiting -= 1
+                    self._signal = self._waiting > 0 or self._wakeup is not None
+        if self._closed:
+            return deque()
+        n = len(buf)
+        if n > self._peak:
+            self._peak = n
+        return buf
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        with self._cond:
+            self._wakeup = fn
+            self._signal = fn is not None or self._waiting > 0
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buf.clear()
+        self._notify()
+
+    def statistics(self) -> SinkStatistics:
+        with self._cond:
+            waiting = self._waiting
+        buffered = len(self._buf)
+        return SinkStatistics(
+            buffered=buffered,
+            maxsize=None,
+            peak=max(self._peak, buffered),
+            producers_waiting=0,
+            consumers_waiting=waiting,
+            dropped=0,
+            coalesced=0,
+            closed=self._closed,
+            finished=self._finished,
+        )
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+@final
+class BoundedSink:
+    """A bounded buffer: backpressure, or a policy for when it is full.
+
+    Args:
+        maxsize: how many items it holds. `0` is a rendezvous (only with
+            `overflow="block"`): `put` returns once the consumer took the item.
+        overflow: what `put` does when the buffer is full:
+
+            - `"block"`: wait for room. Closing the stream releases it.
+            - `"drop_oldest"`: drop the oldest buffered token item.
+            - `"drop_newest"`: drop the incoming token item.
+            - `"coalesce"`: merge the incoming token item into the last one
+              of the same run (`str` items are concatenated), or merge the
+              first adjacent pair that can be merged: memory stays bounded and
+              no text is lost. When nothing can be merged, it waits as `block`.
+            - `"error"`: raise `StreamOverflow` in the producer.
+
+            Only token items (`str`, or token `Event`s) are ever dropped or
+            merged; every other item is kept, even past `maxsize`.
+
+    Raises:
+        TypeError: `maxsize` is not an int.
+        ValueError: `maxsize` is negative, `overflow` is unknown, or
+            `maxsize=0` with a policy other than `"block"`.
+    """
+
+    __slots__ = (
+        "_appended",
+        "_buf",
+        "_closed",
+        "_coalesced",
+        "_cond",
+        "_consumers",
+        "_dropped",
+        "_finished",
+        "_maxsize",
+        "_overflow",
+        "_peak",
+        "_producers",
+        "_taken",
+        "_wakeup",
+    )
+
+    def __init__(self, maxsize: int = 256, overflow: OverflowPolicy = "block") -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError(f"maxsize must be an int >= 0, not {type(maxsize).__name__}")
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be an int >= 0 (0 = rendezvous), not {maxsize}")
+        if overflow not in _POLICIES:
+            raise ValueError(f"overflow must be one of {', '.join(map(repr, _POLICIES))}; got {overflow!r}")
+        if maxsize == 0 and overflow != "block":
+            raise ValueError(f'maxsize=0 (rendezvous) needs overflow="block", not {overflow!r}')
+        self._maxsize = maxsize
+        self._overflow: OverflowPolicy = overflow
+        self._buf: deque[Any] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._finished = False
+        self._producers = 0
+        self._consumers = 0
+        self._dropped = 0
+        self._coalesced = 0
+        self._peak = 0
+        self._appended = 0
+        self._taken = 0
+        self._wakeup: Callable[[], None] | None = None
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def overflow(self) -> OverflowPolicy:
+        return self._overflow
+
+    def put(self, item: Any) -> None:
+        cond = self._cond
+        with cond:
+            if self._closed:
+                raise Cancelled
+            buf = self._buf
+            room = self._maxsize or 1
+            if len(buf) >= room and not self._make_room(item):
+                return  # dropped or merged
+            buf.append(item)
+            self._appended += 1
+            if len(buf) > self._peak:
+                self._peak = len(buf)
+            cond.notify_all()
+            fn, self._wakeup = self._wakeup, None
+            _fire(fn)  # under the lock: a rendezvous waits below
+            if self._maxsize == 0:  # rendezvous: wait until the consumer took it
+                ticket = self._appended
+                self._wait_for(lambda: self._taken >= ticket)
+
+    def _wait_for(self, ready: Callable[[], bool]) -> None:
+        """Wait (lock held) until `ready()`; raise Cancelled on close."""
+        self._producers += 1
+        try:
+            while not ready():
+                if self._closed:
+                    raise Cancelled
+                self._cond.wait()
+        finally:
+            self._producers -= 1
+        if self._closed:
+            raise Cancelled
+
+    def _make_room(self, item: Any) -> bool:
+        """Apply the overflow policy (lock held). False means `item` is consumed."""
+        buf = self._buf
+        room = self._maxsize or 1
+        policy = self._overflow
+        if policy == "error":
+            raise StreamOverflow(f"BoundedSink(maxsize={self._maxsize}) is full")
+        if policy == "drop_newest" and _droppable(item):
+            self._dropped += 1
+            return False
+        if policy == "drop_oldest" and _droppable(item):
+            for i, old in enumerate(buf):
+                if _droppable(old):
+                    del buf[i]
+                    self._dropped += 1
+                    return True
+            self._dropped += 1  # nothing older can go: the newest token goes
+            return False
+        if policy == "coalesce" and _droppable(item):
+            merged = _merge(buf[-1], item)
+            if merged is not None:
+                buf[-1] = merged
+                self._coalesced += 1
+                return False
+            for i in range(len(buf) - 1):
+                merged = _merge(buf[i], buf[i + 1])
+                if merged is not None:
+                    buf[i] = merged
+                    del buf[i + 1]
+                    self._coalesced += 1
+                    return True
+        if policy in ("block", "coalesce"):
+            self._wait_for(lambda: len(buf) < room)
+        return True  # the drop policies keep structural items past maxsize
+
+    def finish(self) -> None:
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+            fn, self._wakeup = self._wakeup, None
+        _fire(fn)
+
+    def take(self, timeout: float | None) -> deque[Any]:
+        cond = self._cond
+        with cond:
+            buf = self._buf
+            if not buf and timeout != 0 and not (self._finished or self._closed):
+                self._consumers += 1
+                try:
+                    cond.wait(timeout)
+                finally:
+                    self._consumers -= 1
+            if not buf or self._closed:
+                return deque()
+            item = buf.popleft()
+            self._taken += 1
+            if self._producers:
+                cond.notify_all()
+        return deque((item,))
+
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
+        with self._cond:
+            self._wakeup = fn
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._buf.clear()
+            self._cond.notify_all()
+            fn, self._wakeup = self._wakeup, None
+        _fire(fn)
+
+    def statistics(self) -> SinkStatistics:
+        with self._cond:
+            return SinkStatistics(
+                buffered=len(self._buf),
+                maxsize=self._maxsize,
+                peak=self._peak,
+                producers_waiting=self._producers,
+                consumers_waiting=self._consumers,
+                dropped=self._dropped,
+                coalesced=self._coalesced,
+                closed=self._closed,
+                finished=self._finished,
+            )
+
+    def __repr__(self) -> str:
+        return _repr(self, f"maxsize={self._maxsize}, overflow={self._overflow!r}")
+
+
+_END: Final = object()  # QueueSink's private end marker; never handed out
+
+SinkName = Literal["queue", "deque", "bounded"]
+_SINK_NAMES: Final = get_args(SinkName)
+
+
+def _repr(sink: Sink, args: str = "") -> str:
+    s = sink.statistics()
+    state = "closed" if s.closed else "finished" if s.finished else "open"
+    size = "" if s.maxsize is None else f"/{s.maxsize}"
+    waiting = f", producers waiting: {s.producers_waiting}" if s.producers_waiting else ""
+    return f"<{type(sink).__name__}({args}) {state}, buffered: {s.buffered}{size}, peak: {s.peak}{waiting}>"
+
+
+def make_sink(sink: SinkName | Sink) -> Sink:
+    """Turn the `sink=` argument into a fresh sink, checking it."""
+    if isinstance(sink, str):
+        if sink == "queue":
+            return QueueSink()
+        if sink == "deque":
+            return DequeSink()
+        if sink == "bounded":
+            return BoundedSink()
+        raise ValueError(f"unknown sink {sink!r}; use one of {', '.join(map(repr, _SINK_NAMES))} or a Sink instance")
+    if isinstance(sink, Sink):
+        return sink
+    raise TypeError(
+        f"sink must be one of {', '.join(map(repr, _SINK_NAMES))} or a Sink instance "
+        f"(put/finish/take/set_wakeup/close/statistics), not {type(sink).__name__}"
+    )
