@@ -133,6 +133,7 @@ class AsyncStream(_BaseStream[T]):
                     batch = await self._next_batch()
                 except StopAsyncIteration:
                     return
+                self._pending = batch
                 while batch:
                     text = text_of(batch.popleft())
                     self._delivered += 1

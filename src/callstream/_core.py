@@ -8,11 +8,13 @@ what the consumer is told at the end — lives once, in `_Core`.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import enum
 import itertools
 import math
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +130,7 @@ class _Core(Generic[R]):
             self._producer = None
             self.status = "cancelled"
             raise
+        _live.add(self)
 
     def close(self) -> None:
         """Stop the producer at its next emit; never waits for it. Idempotent."""
@@ -282,6 +285,20 @@ class _Core(Generic[R]):
 
     def statistics(self) -> SinkStatistics:
         return self.sink.statistics()
+
+
+_live: weakref.WeakSet[_Core[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    """Stop producers of streams still open at exit (say, held in a cycle), so
+    an unconsumed producer does not keep filling memory during shutdown."""
+    for core in list(_live):
+        try:
+            core.close()
+        except Exception:  # noqa: S112 (shutting down; keep closing the others)
+            continue
 
 
 def check_state_for_enter(state: _State, kind: str) -> None:

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
 from ._core import EMPTY, WAIT_SLICE, Producer, Status, Timeouts, _Core, _State, check_state_for_enter, text_of
+from .events import Event
 from .sinks import Sink, SinkName, SinkStatistics
 
 __all__ = ("Stream", "from_callback")
@@ -67,7 +68,7 @@ class _BaseStream(Generic[T]):
         Returns at once, without waiting for the producer. Idempotent; safe
         from any thread, and from inside the producer.
         """
-        self._pending = EMPTY
+        self._pending.clear()  # undelivered items go now, not when the stream is collected
         self._core.close()
 
     def _claim(self, mode: Literal["items", "tokens"]) -> None:
@@ -124,25 +125,44 @@ class Stream(_BaseStream[T]):
         self.close()
 
     def __iter__(self) -> Iterator[T]:
-        return self
+        # A fresh generator that holds the stream, never stored on it: the
+        # stream stays collectable by refcount (no cycle), and
+        # `for x in from_callback(p)` keeps the stream alive while it runs.
+        if self._mode != "items":
+            self._claim("items")
+        return self._items()
 
     def __next__(self) -> T:
         try:
             item = self._pending.popleft()
         except IndexError:
-            item = self._refill()
+            if self._mode != "items":
+                self._claim("items")
+            self._pending = batch = self._next_batch()
+            item = batch.popleft()
         self._delivered += 1
-        if type(item) is str:
-            self._parts.append(item)
-        elif (text := text_of(item)) is not None:
+        if (text := text_of(item)) is not None:
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
-    def _refill(self) -> Any:
-        if self._mode != "items":
-            self._claim("items")
-        self._pending = batch = self._next_batch()
-        return batch.popleft()
+    def _items(self) -> Iterator[T]:
+        # A generator rather than __next__ for `for` loops: resuming a frame
+        # is about twice as cheap as a method call, and this runs per token.
+        parts = self._parts
+        while True:
+            batch = self._pending
+            if not batch:
+                try:
+                    batch = self._pending = self._next_batch()
+                except StopIteration:
+                    return
+            item = batch.popleft()
+            self._delivered += 1
+            if type(item) is str:
+                parts.append(item)
+            elif type(item) is Event and item.kind == "token":
+                parts.append(item.text)
+            yield item
 
     def _next_batch(self) -> deque[Any]:
         """Wait for the next non-empty batch; raise StopIteration at the end."""
@@ -185,6 +205,7 @@ class Stream(_BaseStream[T]):
                     batch = self._next_batch()
                 except StopIteration:
                     return
+                self._pending = batch
                 while batch:
                     text = text_of(batch.popleft())
                     self._delivered += 1

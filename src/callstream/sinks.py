@@ -235,9 +235,9 @@ class QueueSink:
 class DequeSink:
     """An unbounded `collections.deque` with a `threading.Condition`.
 
-    The fastest hand-off: `put` is a lock-free `deque.append` and takes the
-    lock only while the consumer is waiting; the consumer pops straight from
-    the sink's deque.
+    The fastest hand-off: `put` is a lock-free `deque.append` followed by one
+    flag check, and takes the lock only while the consumer waits (or after
+    `close()`); the consumer pops straight from the sink's deque.
     """
 
     __slots__ = (
@@ -245,10 +245,11 @@ class DequeSink:
         "_closed",
         "_cond",
         "_finished",
+        "_flag",
         "_peak",
-        "_signal",
         "_waiting",
         "_wakeup",
+        "put",
     )
 
     def __init__(self) -> None:
@@ -258,26 +259,34 @@ class DequeSink:
         self._finished = False
         self._waiting = 0
         self._wakeup: Callable[[], None] | None = None
-        # True while a consumer waits or a wakeup is armed: the one flag the
-        # producer's fast path reads.
-        self._signal = False
+        # The one flag the producer's fast path reads: True while a consumer
+        # waits, a wakeup is armed, or the sink is closed.
+        self._flag = False
         self._peak = 0
+        self.put = self._make_put()
 
-    def put(self, item: Any) -> None:
+    def _make_put(self) -> Callable[[Any], None]:
+        # A closure with its collaborators bound as defaults: the hot path is
+        # one C append and one attribute read.
+        def put(item: Any, append: Callable[[Any], None] = self._buf.append, sink: DequeSink = self) -> None:
+            append(item)
+            if sink._flag:
+                sink._after_put()
+
+        return put
+
+    def _after_put(self) -> None:
         if self._closed:
+            # close() sets the flag before clearing, so either it cleared our
+            # item or we do it here: nothing put after close() is kept.
+            self._buf.clear()
             raise Cancelled
-        buf = self._buf
-        buf.append(item)
-        if self._signal:
-            self._notify()
-        if self._closed:
-            buf.clear()
-            raise Cancelled
+        self._notify()
 
     def _notify(self) -> None:
         with self._cond:
             fn, self._wakeup = self._wakeup, None
-            self._signal = self._waiting > 0
+            self._flag = self._closed or self._waiting > 0
             self._cond.notify_all()
         _fire(fn)
 
@@ -290,13 +299,13 @@ class DequeSink:
         if not buf and timeout != 0 and not (self._finished or self._closed):
             with self._cond:
                 self._waiting += 1
-                self._signal = True
+                self._flag = True
                 try:
                     if not buf and not (self._finished or self._closed):
                         self._cond.wait(timeout)
                 finally:
                     self._waiting -= 1
-                    self._signal = self._waiting > 0 or self._wakeup is not None
+                    self._flag = self._closed or self._waiting > 0 or self._wakeup is not None
         if self._closed:
             return deque()
         n = len(buf)
@@ -307,12 +316,13 @@ class DequeSink:
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         with self._cond:
             self._wakeup = fn
-            self._signal = fn is not None or self._waiting > 0
+            self._flag = self._closed or fn is not None or self._waiting > 0
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._flag = True
         self._buf.clear()
         self._notify()
 
@@ -372,10 +382,13 @@ class BoundedSink:
         "_consumers",
         "_dropped",
         "_finished",
+        "_lock",
         "_maxsize",
+        "_out",
         "_overflow",
         "_peak",
         "_producers",
+        "_room",
         "_taken",
         "_wakeup",
     )
@@ -391,8 +404,11 @@ class BoundedSink:
             raise ValueError(f'maxsize=0 (rendezvous) needs overflow="block", not {overflow!r}')
         self._maxsize = maxsize
         self._overflow: OverflowPolicy = overflow
+        self._room = maxsize or 1
         self._buf: deque[Any] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._out: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._finished = False
         self._producers = 0
@@ -413,21 +429,21 @@ class BoundedSink:
         return self._overflow
 
     def put(self, item: Any) -> None:
-        cond = self._cond
-        with cond:
+        with self._lock:
             if self._closed:
                 raise Cancelled
             buf = self._buf
-            room = self._maxsize or 1
-            if len(buf) >= room and not self._make_room(item):
+            if len(buf) >= self._room and not self._make_room(item):
                 return  # dropped or merged
             buf.append(item)
             self._appended += 1
             if len(buf) > self._peak:
                 self._peak = len(buf)
-            cond.notify_all()
-            fn, self._wakeup = self._wakeup, None
-            _fire(fn)  # under the lock: a rendezvous waits below
+            if self._consumers:
+                self._cond.notify()
+            if self._wakeup is not None:
+                fn, self._wakeup = self._wakeup, None
+                fn()  # under the lock: a rendezvous waits below
             if self._maxsize == 0:  # rendezvous: wait until the consumer took it
                 ticket = self._appended
                 self._wait_for(lambda: self._taken >= ticket)
@@ -448,7 +464,7 @@ class BoundedSink:
     def _make_room(self, item: Any) -> bool:
         """Apply the overflow policy (lock held). False means `item` is consumed."""
         buf = self._buf
-        room = self._maxsize or 1
+        room = self._room
         policy = self._overflow
         if policy == "error":
             raise StreamOverflow(f"BoundedSink(maxsize={self._maxsize}) is full")
@@ -488,13 +504,13 @@ class BoundedSink:
         _fire(fn)
 
     def take(self, timeout: float | None) -> deque[Any]:
-        cond = self._cond
-        with cond:
+        # One item at a time, so the producer's lead stays within maxsize + 1.
+        with self._lock:
             buf = self._buf
             if not buf and timeout != 0 and not (self._finished or self._closed):
                 self._consumers += 1
                 try:
-                    cond.wait(timeout)
+                    self._cond.wait(timeout)
                 finally:
                     self._consumers -= 1
             if not buf or self._closed:
@@ -502,8 +518,10 @@ class BoundedSink:
             item = buf.popleft()
             self._taken += 1
             if self._producers:
-                cond.notify_all()
-        return deque((item,))
+                self._cond.notify_all()
+        out = self._out  # reused: the consumer empties it before the next take
+        out.append(item)
+        return out
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         with self._cond:
