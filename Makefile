@@ -23,7 +23,7 @@ check: $(STAMP)
 	$(PY) -m mypy --strict src
 
 test: check
-	$(PY) -m pytest -q -p no:randomly
+	$(PY) -m pytest -q
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks

@@ -38,7 +38,7 @@ def wait_for_no_workers(deadline: float = 5.0) -> None:
     end = time.monotonic() + deadline
     while callstream_threads():
         if time.monotonic() > end:
-            names = ", ".join(t.name for t in callstream_threads())
+            names = ", ".join(t.name for t in callstream_threads()[:10])
             raise AssertionError(f"callstream worker threads still alive: {names}")
         gc.collect()
         time.sleep(0.005)

@@ -64,16 +64,23 @@ class Timeouts:
         for name, value in values.items():
             if value is None:
                 continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not value > 0
-                or math.isnan(value)
-            ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
                 raise ValueError(f"{name} must be a positive number of seconds, or None for no limit; got {value!r}")
         if timeout is None and first_token_timeout is None and idle_timeout is None:
             return None
         return cls(timeout, first_token_timeout, idle_timeout)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """`BaseException.add_note` (PEP 678), also on Python 3.10."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is None:
+        try:
+            exc.__notes__ = notes = []  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # an exception type with __slots__
+            return
+    if isinstance(notes, list):
+        notes.append(note)
 
 
 def text_of(item: object) -> str | None:
@@ -149,7 +156,7 @@ class _Core(Generic[R]):
                 self.value = value
                 return True
         if status == "error" and self.status == "timeout":
-            self.value.add_note(f"callstream: the producer then raised {value!r}")
+            add_note(self.value, f"callstream: the producer then raised {value!r}")
         return False
 
     # -- the producer side ----------------------------------------------------
@@ -199,7 +206,7 @@ class _Core(Generic[R]):
             # Ours when the consumer stopped us or a deadline passed; any other
             # Cancelled (say, from another stream's sink) is an error.
             self._settle("cancelled" if self.stopping or self.status != "running" else "error", exc)
-        except BaseException as exc:  # noqa: BLE001 (SystemExit & co. are delivered too)
+        except BaseException as exc:
             self._settle("error", exc)
         else:
             self._settle("completed", value)
@@ -272,7 +279,7 @@ class _Core(Generic[R]):
             self.error_delivered = True
             exc: BaseException = self.value
             if self.status == "error":
-                exc.add_note(f"callstream: raised by the producer after {delivered} item(s) were delivered")
+                add_note(exc, f"callstream: raised by the producer after {delivered} item(s) were delivered")
             self._close_sink_quietly()
             raise exc
 
@@ -297,7 +304,7 @@ def _close_all_at_exit() -> None:
     for core in list(_live):
         try:
             core.close()
-        except Exception:  # noqa: S112 (shutting down; keep closing the others)
+        except Exception:
             continue
 
 

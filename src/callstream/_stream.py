@@ -7,7 +7,18 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from ._core import EMPTY, WAIT_SLICE, Producer, Status, Timeouts, _Core, _State, check_state_for_enter, text_of
+from ._core import (
+    EMPTY,
+    WAIT_SLICE,
+    Producer,
+    Status,
+    Timeouts,
+    _Core,
+    _State,
+    add_note,
+    check_state_for_enter,
+    text_of,
+)
 from .events import Event
 from .sinks import Sink, SinkName, SinkStatistics
 
@@ -83,14 +94,14 @@ class _BaseStream(Generic[T]):
     def _note_consumer_error(self, exc: BaseException | None) -> None:
         pending = self._core.pending_error()
         if exc is not None and pending is not None and pending is not exc:
-            exc.add_note(f"callstream: the producer had also raised {pending!r} (not delivered)")
+            add_note(exc, f"callstream: the producer had also raised {pending!r} (not delivered)")
 
     def __del__(self) -> None:
         core = getattr(self, "_core", None)
         if core is not None and core.state is not _State.DONE:
             try:
                 core.close()
-            except Exception:  # noqa: S110 (interpreter shutdown; nothing left to tell)
+            except Exception:
                 pass
 
     def __repr__(self) -> str:
@@ -149,20 +160,23 @@ class Stream(_BaseStream[T]):
         # A generator rather than __next__ for `for` loops: resuming a frame
         # is about twice as cheap as a method call, and this runs per token.
         parts = self._parts
+        batch = self._pending
         while True:
-            batch = self._pending
+            pop = batch.popleft
+            while batch:  # the same deque as self._pending: close() empties it
+                item = pop()
+                self._delivered += 1
+                if type(item) is str:
+                    parts.append(item)
+                elif type(item) is Event and item.kind == "token":
+                    parts.append(item.text)
+                yield item
+            batch = self._pending  # next() may have fetched a new batch meanwhile
             if not batch:
                 try:
                     batch = self._pending = self._next_batch()
                 except StopIteration:
                     return
-            item = batch.popleft()
-            self._delivered += 1
-            if type(item) is str:
-                parts.append(item)
-            elif type(item) is Event and item.kind == "token":
-                parts.append(item.text)
-            yield item
 
     def _next_batch(self) -> deque[Any]:
         """Wait for the next non-empty batch; raise StopIteration at the end."""

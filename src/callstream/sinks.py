@@ -42,7 +42,7 @@ OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "coalesce", "err
 _POLICIES: Final = get_args(OverflowPolicy)
 
 
-class Cancelled(BaseException):  # noqa: N818 (named like trio.Cancelled)
+class Cancelled(BaseException):
     """Raised in the producer by `put` once the consumer has left.
 
     It derives from `BaseException`, like `GeneratorExit`, so that a producer's
@@ -183,8 +183,8 @@ class QueueSink:
         except queue.Empty:
             return deque()
         with q.mutex:
-            items: deque[Any] = q.queue  # type: ignore[attr-defined]
-            q.queue = deque()  # type: ignore[attr-defined]
+            items: deque[Any] = q.queue
+            q.queue = deque()
         items.appendleft(first)
         if items[-1] is _END:
             items.pop()
@@ -208,12 +208,12 @@ class QueueSink:
 
     def _clear(self) -> None:
         with self._q.mutex:
-            self._q.queue.clear()  # type: ignore[attr-defined]
+            self._q.queue.clear()
 
     def statistics(self) -> SinkStatistics:
         q = self._q
         with q.mutex:
-            buffered = sum(1 for x in q.queue if x is not _END)  # type: ignore[attr-defined]
+            buffered = sum(1 for x in q.queue if x is not _END)
             consumers = len(q.not_empty._waiters)  # type: ignore[attr-defined]
         return SinkStatistics(
             buffered=buffered,

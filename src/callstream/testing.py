@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .sinks import Cancelled, Sink
@@ -85,7 +86,7 @@ def check_sink(make_sink: Callable[[], Sink], *, timeout: float = 5.0) -> None:
 
         t = threading.Thread(target=consume, daemon=True)
         t.start()
-        _wait_until(lambda s=sink: s.statistics().consumers_waiting == 1, deadline, "consumer to block")
+        _wait_until(partial(_consumers_waiting, sink), deadline, "consumer to block")
         getattr(sink, end)()
         assert woke.wait(max(deadline - time.monotonic(), 0.1)), f"{end}() did not wake a waiting consumer"
 
@@ -114,6 +115,10 @@ def check_sink(make_sink: Callable[[], Sink], *, timeout: float = 5.0) -> None:
     sink.set_wakeup(None)
     sink.finish()
     assert fired == [1], "a disarmed wakeup fired"
+
+
+def _consumers_waiting(sink: Sink) -> bool:
+    return sink.statistics().consumers_waiting == 1
 
 
 def _wait_until(pred: Callable[[], bool], deadline: float, what: str) -> None:

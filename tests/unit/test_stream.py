@@ -25,7 +25,18 @@ class AlwaysEqual:
     __hash__ = object.__hash__
 
 
-AWKWARD = [None, "", "[DONE]", 0, False, b"", AlwaysEqual(), ValueError("x"), StopIteration(), ("__error__", KeyError())]
+AWKWARD = [
+    None,
+    "",
+    "[DONE]",
+    0,
+    False,
+    b"",
+    AlwaysEqual(),
+    ValueError("x"),
+    StopIteration(),
+    ("__error__", KeyError()),
+]
 
 
 # -- order, identity, output ------------------------------------------------
@@ -90,7 +101,7 @@ def test_producer_error_same_object_after_prefix(face: str, sink: str) -> None:
     assert "__call__" in frames  # the producer's frame is in the traceback
     assert any("3 item(s) were delivered" in n for n in info.value.__notes__)
     with pytest.raises(RuntimeError, match="status 'error'"):
-        stream.output
+        _ = stream.output
     assert counter.finished.wait(2)
 
 
@@ -106,9 +117,7 @@ class CustomBase(BaseException):
     pass
 
 
-@pytest.mark.parametrize(
-    "exc_type", [SystemExit, KeyboardInterrupt, asyncio.CancelledError, GeneratorExit, CustomBase]
-)
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, asyncio.CancelledError, GeneratorExit, CustomBase])
 def test_base_exceptions_reach_consumer(face: str, sink: str, exc_type: type[BaseException]) -> None:
     error = exc_type()  # F03
     counter = Counter(5, fail_after=2, error=error)
@@ -453,7 +462,7 @@ def test_error_at_deadline_exactly_one_outcome() -> None:
         stream = callstream.from_callback(counter, timeout=0.05)
         with pytest.raises((callstream.StreamTimeout, ValueError)):
             with stream:
-                for item in stream:
+                for _item in stream:
                     counter.fail_after = 2
                     counter.release.set()
         counter.release.set()
@@ -503,7 +512,7 @@ def test_output_before_completion_raises() -> None:
     with callstream.from_callback(counter) as s:
         next(s)
         with pytest.raises(RuntimeError, match="still running"):
-            s.output
+            _ = s.output
         counter.release.set()
 
 
