@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ._astream import AsyncStream as AsyncStream
 from ._astream import afrom_callback as afrom_callback
+from ._runnable import aiter_callbacks as aiter_callbacks
+from ._runnable import iter_callbacks as iter_callbacks
 from ._stream import Stream as Stream
 from ._stream import from_callback as from_callback
 from .errors import StreamError as StreamError
@@ -38,7 +40,9 @@ __all__ = [
     "StreamOverflow",
     "StreamTimeout",
     "afrom_callback",
+    "aiter_callbacks",
     "from_callback",
+    "iter_callbacks",
 ]
 
 # Tracebacks and reprs say `callstream.StreamTimeout`, not `callstream.errors...`.

@@ -99,7 +99,7 @@ class Event(NamedTuple):
             "parent_ids": list(self.parent_ids),
             "tags": list(self.tags),
             "metadata": dict(self.metadata),
-            "data": dict(self.data),
+            "data": dict(self.data) if isinstance(self.data, Mapping) else self.data,
         }
 
     def _merge(self, later: Event) -> Event | None:

@@ -1,0 +1,357 @@
+"""LangChain callbacks → `Event`s, emitted into the stream's sink."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
+from langchain_core.outputs import ChatGenerationChunk, LLMResult
+
+from .events import Event, EventKind
+
+Emit = Callable[[Any], None]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Filter(NamedTuple):
+    """The `astream_events` filters: include_* widen nothing by default,
+    exclude_* always win."""
+
+    include_names: frozenset[str] | None = None
+    include_types: frozenset[str] | None = None
+    include_tags: frozenset[str] | None = None
+    exclude_names: frozenset[str] | None = None
+    exclude_types: frozenset[str] | None = None
+    exclude_tags: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, **given: Sequence[str] | None) -> Filter | None:
+        values: dict[str, frozenset[str] | None] = {}
+        for key, value in given.items():
+            if value is None:
+                values[key] = None
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"{key} must be a list of strings, not {value!r}")
+            values[key] = frozenset(value)
+        if all(v is None for v in values.values()):
+            return None
+        return cls(**values)
+
+    def admits(self, name: str, run_type: str, tags: Sequence[str]) -> bool:
+        include = True
+        if self.include_names is not None or self.include_types is not None or self.include_tags is not None:
+            include = (
+                (self.include_names is not None and name in self.include_names)
+                or (self.include_types is not None and run_type in self.include_types)
+                or (self.include_tags is not None and any(t in self.include_tags for t in tags))
+            )
+        if self.exclude_names is not None and name in self.exclude_names:
+            return False
+        if self.exclude_types is not None and run_type in self.exclude_types:
+            return False
+        if self.exclude_tags is not None and any(t in self.exclude_tags for t in tags):
+            return False
+        return include
+
+
+class _Run(NamedTuple):
+    name: str
+    id: str
+    parents: tuple[str, ...]
+    tags: tuple[str, ...]
+    metadata: Mapping[str, Any]
+    run_type: str
+    visible: bool
+
+
+def _name(name: str | None, serialized: Mapping[str, Any] | None, default: str) -> str:
+    if name:
+        return name
+    if serialized:
+        if serialized.get("name"):
+            return str(serialized["name"])
+        ident = serialized.get("id")
+        if ident:
+            return str(ident[-1])
+    return default
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message content: a str, or the text blocks of a list (#8051)."""
+    if type(content) is str:
+        return content
+    parts: list[str] = []
+    for block in content or ():
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+    return "".join(parts)
+
+
+class CallbackHandler(BaseCallbackHandler):
+    """Turns every callback of a run into an `Event` and emits it.
+
+    It implements LangChain's streaming-handler protocol (`tap_output_iter`),
+    which is what makes a chat model stream inside `invoke` even without
+    `streaming=True` — exactly as `astream_events` and LangGraph's `messages`
+    mode do. It is added to the run's config; nothing shared is mutated.
+    """
+
+    run_inline = True  # keep callback order in async callback managers
+    raise_error = True  # an error in here must never make a token vanish silently
+
+    def __init__(self, emit_token: Emit, emit_event: Emit, filter: Filter | None, stopping: Callable[[], bool]) -> None:
+        self._emit_token = emit_token
+        self._emit_event = emit_event
+        self._filter = filter
+        self._stopping = stopping
+        self._runs: dict[UUID, _Run] = {}
+        self._root: UUID | None = None
+        self.root_output: Any = None
+        self.has_root_output = False
+
+    # -- the streaming-handler protocol: pass the output through untouched --
+
+    def tap_output_iter(self, run_id: UUID, output: Iterator[Any]) -> Iterator[Any]:
+        return output
+
+    def tap_output_aiter(self, run_id: UUID, output: Any) -> Any:
+        return output
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _start(
+        self,
+        kind: EventKind,
+        run_type: str,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        data: Mapping[str, Any],
+    ) -> None:
+        if self._root is None:
+            self._root = run_id
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is not None:
+            parents = (*parent.parents, parent.id)
+        else:
+            parents = (str(parent_run_id),) if parent_run_id is not None else ()
+        tags_ = tuple(tags or ())
+        visible = self._filter is None or self._filter.admits(name, run_type, tags_)
+        run = _Run(name, str(run_id), parents, tags_, MappingProxyType(metadata or {}), run_type, visible)
+        self._runs[run_id] = run
+        if visible:
+            self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
+
+    def _end(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], output: Any = None) -> None:
+        run = self._runs.pop(run_id, None)
+        if run_id == self._root:
+            self.root_output, self.has_root_output = output, True
+        if run is None or not run.visible or self._stopping():
+            return  # after a cancel, end/error callbacks are not reported
+        self._emit_event(
+            Event(kind, run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, run.run_type)
+        )
+
+    def _event(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], name: str | None = None) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            run = _Run(name or "", str(run_id), (), (), _EMPTY, "", True)
+        if run.visible:
+            self._emit_event(Event(kind, name or run.name, run.id, run.parents, run.tags, run.metadata, data, ""))
+
+    # -- models ------------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name_ = _name(name, serialized, "chat_model")
+        self._start(
+            "llm_start", "chat_model", run_id, parent_run_id, name_, tags, metadata, {"input": {"messages": messages}}
+        )
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name_ = _name(name, serialized, "llm")
+        self._start("llm_start", "llm", run_id, parent_run_id, name_, tags, metadata, {"input": {"prompts": prompts}})
+
+    def on_llm_new_token(
+        self,
+        token: Any,
+        *,
+        chunk: Any = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        run = self._runs.get(run_id)
+        if run is None or not run.visible:
+            return
+        if chunk is None:
+            text = token if type(token) is str else _content_text(token)
+            piece: Any = None
+        elif type(chunk) is ChatGenerationChunk or isinstance(chunk, ChatGenerationChunk):
+            piece = chunk.message
+            content = piece.content
+            text = content if type(content) is str else _content_text(content)
+        else:
+            piece = chunk
+            text = chunk.text
+        self._emit_token(
+            Event(
+                "token",
+                run.name,
+                run.id,
+                run.parents,
+                run.tags,
+                run.metadata,
+                {"chunk": piece},
+                text,
+                piece,
+                run.run_type,
+            )
+        )
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        output: Any = None
+        if response.generations and response.generations[0]:
+            gen = response.generations[0][0]
+            message = getattr(gen, "message", None)
+            if message is not None:
+                output = message_chunk_to_message(message) if isinstance(message, BaseMessageChunk) else message
+            else:
+                output = gen.text
+        data: Mapping[str, Any] = {"output": output}
+        if run is not None and run.run_type == "llm":
+            data = {"output": {"generations": response.generations, "llm_output": response.llm_output}}
+        self._end("llm_end", run_id, data, output)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("llm_error", run_id, {"error": error})
+
+    # -- chains ------------------------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_type: str | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        data = {"input": inputs} if inputs != {"input": ""} else {}
+        name_ = _name(name, serialized, "chain")
+        self._start("chain_start", run_type or "chain", run_id, parent_run_id, name_, tags, metadata, data)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("chain_end", run_id, {"output": outputs}, outputs)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("chain_error", run_id, {"error": error})
+
+    # -- tools and retrievers -------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        data = {"input": inputs if inputs is not None else input_str}
+        self._start("tool_start", "tool", run_id, parent_run_id, _name(name, serialized, "tool"), tags, metadata, data)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("tool_end", run_id, {"output": output}, output)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("tool_error", run_id, {"error": error})
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name_ = _name(name, serialized, "retriever")
+        self._start(
+            "retriever_start", "retriever", run_id, parent_run_id, name_, tags, metadata, {"input": {"query": query}}
+        )
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("retriever_end", run_id, {"output": documents}, documents)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end("retriever_error", run_id, {"error": error})
+
+    # -- agents and custom events ----------------------------------------------------
+
+    def on_agent_action(self, action: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._event("agent_action", run_id, {"action": action})
+
+    def on_agent_finish(self, finish: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._event("agent_finish", run_id, {"finish": finish})
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        run = self._runs.get(run_id)
+        parents = run.parents if run is not None else ()
+        if run is not None and not run.visible:
+            return
+        self._emit_event(
+            Event("custom", name, str(run_id), parents, tuple(tags or ()), MappingProxyType(metadata or {}), data)
+        )

@@ -1,0 +1,205 @@
+"""`iter_callbacks` / `aiter_callbacks`: any LangChain runnable as a stream of events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from ._astream import AsyncStream
+from ._core import Timeouts, _Core
+from ._handler import CallbackHandler, Filter
+from ._stream import Stream
+from .events import Event
+from .sinks import Sink, SinkName
+
+__all__ = ("aiter_callbacks", "iter_callbacks")
+
+
+def _with_handler(config: RunnableConfig | None, handler: CallbackHandler) -> RunnableConfig:
+    """A copy of `config` with our handler added last (user handlers and
+    tracers see every event first); nothing the caller passed is mutated."""
+    merged: dict[str, Any] = dict(config or {})
+    callbacks = merged.get("callbacks")
+    if callbacks is None:
+        merged["callbacks"] = [handler]
+    elif isinstance(callbacks, list):
+        merged["callbacks"] = [*callbacks, handler]
+    else:  # a callback manager
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        merged["callbacks"] = manager
+    return merged  # type: ignore[return-value]
+
+
+def _is_legacy_chain(runnable: Runnable[Any, Any]) -> bool:
+    # langchain-classic `Chain`s (AgentExecutor included): `invoke` returns
+    # inputs + outputs, which `stream()` does not reproduce; their inner models
+    # stream anyway, because our handler is a streaming handler.
+    return hasattr(runnable, "prep_outputs") and hasattr(runnable, "_call")
+
+
+def _aggregate(chunks: list[Any]) -> Any:
+    """What `Runnable.transform` does with output chunks: add them up."""
+    if not chunks:
+        return None
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        try:
+            total = total + chunk
+        except TypeError:
+            total = chunk
+    return total
+
+
+def _make_core(
+    runnable: Runnable[Any, Any],
+    input: Any,
+    config: RunnableConfig | None,
+    sink: SinkName | Sink,
+    timeouts: Timeouts | None,
+    filters: dict[str, Sequence[str] | None],
+) -> _Core[Any]:
+    if not isinstance(runnable, Runnable):
+        raise TypeError(
+            f"runnable must be a LangChain Runnable (a model, chain, agent or graph), not {type(runnable).__name__}; "
+            "use callstream.from_callback for other callback APIs"
+        )
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
+    filter_ = Filter.of(**filters)
+    box: list[CallbackHandler] = []
+
+    def produce(emit: Any) -> Any:
+        handler = box[0]
+        run_config = _with_handler(config, handler)
+        if _is_legacy_chain(runnable):
+            return runnable.invoke(input, run_config)
+        # Driven by stream(), as astream_events drives astream(): an LLM inside
+        # a chain then streams token by token. The output is the root run's
+        # end value (what invoke returns), or the chunks added up.
+        chunks = [chunk for chunk in runnable.stream(input, run_config)]
+        output = handler.root_output if handler.has_root_output else _aggregate(chunks)
+        if isinstance(output, BaseMessageChunk):
+            output = message_chunk_to_message(output)
+        return output
+
+    core: _Core[Any] = _Core(produce, sink, timeouts)
+    box.append(CallbackHandler(core.make_emit(token=True), core.make_emit(token=False), filter_, lambda: core.stopping))
+    return core
+
+
+def iter_callbacks(
+    runnable: Runnable[Any, Any],
+    input: Any,
+    config: RunnableConfig | None = None,
+    *,
+    sink: SinkName | Sink = "queue",
+    timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    include_names: Sequence[str] | None = None,
+    include_types: Sequence[str] | None = None,
+    include_tags: Sequence[str] | None = None,
+    exclude_names: Sequence[str] | None = None,
+    exclude_types: Sequence[str] | None = None,
+    exclude_tags: Sequence[str] | None = None,
+) -> Stream[Event]:
+    """Stream a LangChain runnable's callbacks as `Event`s, synchronously.
+
+    Works on any LLM, chat model, LCEL chain, legacy chain, `AgentExecutor`
+    or LangGraph graph. The runnable runs in a worker thread of its own with
+    the caller's `contextvars`; chat models stream even without
+    `streaming=True`. Events arrive in callback order; `stream.output` is what
+    `runnable.invoke(input, config)` returns; `stream.tokens()` yields the
+    token text (tool-call chunks, which carry no text, are skipped).
+
+    ```python
+    with callstream.iter_callbacks(chain, {"topic": "otters"}, timeout=60) as stream:
+        for event in stream:
+            if event.kind == "token":
+                print(event.text, end="", flush=True)
+    print(stream.output)
+
+    for token in callstream.iter_callbacks(model, "hi").tokens():  # no `with` needed
+        ...
+    ```
+
+    Leaving the `with` block, `close()`, a timeout or garbage collection stop
+    the run at its next callback (an HTTP model's response is closed, as
+    `model.stream()` does on `break`). An exception raised by the run is
+    re-raised in the consumer, as the same object, after the events before it.
+
+    Args:
+        runnable: the model, chain, agent or graph.
+        input: its input.
+        config: a `RunnableConfig`; its callbacks, tags and metadata are kept.
+        sink: `"queue"` (default), `"deque"`, `"bounded"`, or a `Sink`.
+        timeout: seconds for the whole run.
+        first_token_timeout: seconds until the first token event (any token
+            event counts, a tool-call chunk included; start events do not).
+        idle_timeout: seconds allowed between two events.
+        include_names, include_types, include_tags, exclude_names,
+        exclude_types, exclude_tags: the `astream_events` filters, applied to
+            each run (types: `"chat_model"`, `"llm"`, `"chain"`, `"tool"`,
+            `"retriever"`, `"prompt"`, `"parser"`).
+
+    Raises:
+        TypeError: `runnable` is not a `Runnable`, `sink` is neither a name nor
+            a `Sink`, or a filter is not a list of strings.
+        ValueError: an unknown sink name, or a timeout that is not a positive
+            number.
+    """
+    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
+    filters = dict(
+        include_names=include_names,
+        include_types=include_types,
+        include_tags=include_tags,
+        exclude_names=exclude_names,
+        exclude_types=exclude_types,
+        exclude_tags=exclude_tags,
+    )
+    return Stream(_make_core(runnable, input, config, sink, timeouts, filters))
+
+
+def aiter_callbacks(
+    runnable: Runnable[Any, Any],
+    input: Any,
+    config: RunnableConfig | None = None,
+    *,
+    sink: SinkName | Sink = "queue",
+    timeout: float | None = None,
+    first_token_timeout: float | None = None,
+    idle_timeout: float | None = None,
+    include_names: Sequence[str] | None = None,
+    include_types: Sequence[str] | None = None,
+    include_tags: Sequence[str] | None = None,
+    exclude_names: Sequence[str] | None = None,
+    exclude_types: Sequence[str] | None = None,
+    exclude_tags: Sequence[str] | None = None,
+) -> AsyncStream[Event]:
+    """The async twin of `iter_callbacks`: same arguments, same guarantees.
+
+    ```python
+    async with callstream.aiter_callbacks(agent, {"messages": [...]}) as stream:
+        async for event in stream:
+            ...
+    ```
+
+    The run is driven in a worker thread of its own (its sync path, like
+    `iter_callbacks`), so a slow model never blocks the event loop nor waits
+    for a slot in the loop's default executor. Components that only have an
+    async implementation (a coroutine-only tool) need a sync one too.
+    """
+    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
+    filters = dict(
+        include_names=include_names,
+        include_types=include_types,
+        include_tags=include_tags,
+        exclude_names=exclude_names,
+        exclude_types=exclude_types,
+        exclude_tags=exclude_tags,
+    )
+    return AsyncStream(_make_core(runnable, input, config, sink, timeouts, filters))
