@@ -4,6 +4,7 @@ import gc
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -49,3 +50,13 @@ def no_thread_leak() -> Iterator[None]:
     """Every worker a test started has ended shortly after the test."""
     yield
     wait_for_no_workers()
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[Any]:
+    """The local OpenAI-compatible server (tests/openai_server.py) on 127.0.0.1."""
+    from tests.openai_server import OpenAIServer
+
+    server = OpenAIServer().start()
+    yield server
+    server.stop()

@@ -58,9 +58,12 @@ def _make_core(
     runnable: Runnable[Any, Any],
     input: Any,
     config: RunnableConfig | None,
+    *,
     sink: SinkName | Sink,
-    timeouts: Timeouts | None,
-    filters: dict[str, Sequence[str] | None],
+    timeout: float | None,
+    first_token_timeout: float | None,
+    idle_timeout: float | None,
+    **filters: Sequence[str] | None,
 ) -> _Core[Any]:
     if not isinstance(runnable, Runnable):
         raise TypeError(
@@ -69,6 +72,7 @@ def _make_core(
         )
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
+    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
     filter_ = Filter.of(**filters)
     box: list[CallbackHandler] = []
 
@@ -80,7 +84,7 @@ def _make_core(
         # Driven by stream(), as astream_events drives astream(): an LLM inside
         # a chain then streams token by token. The output is the root run's
         # end value (what invoke returns), or the chunks added up.
-        chunks = [chunk for chunk in runnable.stream(input, run_config)]
+        chunks = list(runnable.stream(input, run_config))
         output = handler.root_output if handler.has_root_output else _aggregate(chunks)
         if isinstance(output, BaseMessageChunk):
             output = message_chunk_to_message(output)
@@ -152,8 +156,14 @@ def iter_callbacks(
         ValueError: an unknown sink name, or a timeout that is not a positive
             number.
     """
-    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-    filters = dict(
+    core = _make_core(
+        runnable,
+        input,
+        config,
+        sink=sink,
+        timeout=timeout,
+        first_token_timeout=first_token_timeout,
+        idle_timeout=idle_timeout,
         include_names=include_names,
         include_types=include_types,
         include_tags=include_tags,
@@ -161,7 +171,7 @@ def iter_callbacks(
         exclude_types=exclude_types,
         exclude_tags=exclude_tags,
     )
-    return Stream(_make_core(runnable, input, config, sink, timeouts, filters))
+    return Stream(core)
 
 
 def aiter_callbacks(
@@ -193,8 +203,14 @@ def aiter_callbacks(
     for a slot in the loop's default executor. Components that only have an
     async implementation (a coroutine-only tool) need a sync one too.
     """
-    timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-    filters = dict(
+    core = _make_core(
+        runnable,
+        input,
+        config,
+        sink=sink,
+        timeout=timeout,
+        first_token_timeout=first_token_timeout,
+        idle_timeout=idle_timeout,
         include_names=include_names,
         include_types=include_types,
         include_tags=include_tags,
@@ -202,4 +218,4 @@ def aiter_callbacks(
         exclude_types=exclude_types,
         exclude_tags=exclude_tags,
     )
-    return AsyncStream(_make_core(runnable, input, config, sink, timeouts, filters))
+    return AsyncStream(core)

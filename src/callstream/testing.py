@@ -202,7 +202,7 @@ class ScriptedChatModel(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    responses: list[Response] = Field(default_factory=lambda: ["Hello from callstream!"])
+    responses: list[Response] = Field(default_factory=lambda: ["Hello from callstream!"])  # type: ignore[arg-type]
     respond: Respond | None = None
     chunk_size: int = 1
     ttft: float = 0.0
@@ -233,7 +233,7 @@ class ScriptedChatModel(BaseChatModel):
         """Set each time a call ends, however it ended."""
         return self._finished
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:  # type: ignore[override]
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         formatted = [convert_to_openai_tool(t) if isinstance(t, (BaseTool, dict)) or callable(t) else t for t in tools]
         return self.bind(tools=formatted, **kwargs)
 
