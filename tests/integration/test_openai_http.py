@@ -1,0 +1,181 @@
+"""Real HTTP: the real `openai` client and `langchain-openai` against the local server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+
+import callstream
+from tests.openai_server import OpenAIServer
+
+_tags = itertools.count()
+
+
+def model(server: OpenAIServer, **opts: Any) -> tuple[ChatOpenAI, str]:
+    tag = f"t{next(_tags)}"
+    spec = ",".join(f"{k}={v}" for k, v in {**opts, "tag": tag}.items())
+    return ChatOpenAI(base_url=server.base_url, api_key="test-key", model=f"scripted:{spec}", max_retries=0), tag
+
+
+def test_chat_openai_streams_and_output_matches_invoke(openai_server: OpenAIServer, face: str) -> None:
+    chat, tag = model(openai_server, tokens=30)
+    chain = ChatPromptTemplate.from_template("{q}") | chat | StrOutputParser()
+    stream = (callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks)(chain, {"q": "hi"})
+    if face == "sync":
+        with stream as s:
+            toks = list(s.tokens())
+    else:
+
+        async def go() -> list[str]:
+            return [t async for t in stream.tokens()]
+
+        toks = asyncio.run(go())
+    assert toks == [f"w{i} " for i in range(30)]
+    assert stream.output == chain.invoke({"q": "hi"})
+    rows = openai_server.stats(tag)
+    assert rows[0]["stream"] is True  # streamed over HTTP although streaming=True was never set
+    assert rows[1]["stream"] is False  # the plain invoke did not
+
+
+@pytest.mark.parametrize("how", ["break", "close", "timeout"])
+def test_cancel_closes_the_http_response(openai_server: OpenAIServer, how: str) -> None:
+    # F16: the server sees the client go away within a few chunks.
+    chat, tag = model(openai_server, tokens=2000, delay_ms=2)
+    stream = callstream.iter_callbacks(chat, "hi", timeout=0.15 if how == "timeout" else None)
+    at_cancel = 0
+    t_cancel = 0.0
+    try:
+        with stream as s:
+            for i, _ in enumerate(s.tokens()):
+                if i == 10 and how != "timeout":
+                    t_cancel = time.monotonic()
+                    at_cancel = openai_server.stats(tag)[0]["sent"]
+                    if how == "close":
+                        s.close()
+                    break
+    except callstream.StreamTimeout:
+        t_cancel = time.monotonic()
+        at_cancel = openai_server.stats(tag)[0]["sent"]
+    row = openai_server.wait_ended(tag)[0]
+    assert row["disconnected"] and not row["done"]
+    assert row["sent"] - at_cancel < 25
+    assert row["t_end"] - t_cancel < 0.25
+
+
+def test_disconnect_latency_after_break(openai_server: OpenAIServer) -> None:
+    # The figure: break -> server write failure, p99 over repeated runs.
+    lat: list[float] = []
+    after: list[int] = []
+    for _ in range(20):
+        chat, tag = model(openai_server, tokens=2000, delay_ms=2)
+        with callstream.iter_callbacks(chat, "hi") as s:
+            for i, _ in enumerate(s.tokens()):
+                if i == 5:
+                    t_break = time.monotonic()
+                    sent = openai_server.stats(tag)[0]["sent"]
+                    break
+        row = openai_server.wait_ended(tag)[0]
+        assert row["disconnected"]
+        lat.append(row["t_end"] - t_break)
+        after.append(row["sent"] - sent)
+    assert max(after) < 25, after
+    assert max(lat) < 0.05, sorted(lat)  # 20 samples: the max bounds p95
+
+
+def test_mid_stream_failure_reaches_consumer_after_tokens(openai_server: OpenAIServer) -> None:
+    chat, _ = model(openai_server, tokens=30, fail_after=5)
+    got: list[str] = []
+    with pytest.raises(openai.APIError) as info:
+        for t in callstream.iter_callbacks(chat, "hi").tokens():
+            got.append(t)
+    assert got == [f"w{i} " for i in range(5)]
+    assert "scripted mid-stream failure" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_failure_before_first_token_is_prompt(openai_server: OpenAIServer, status: int) -> None:
+    # F02: raised on the first next(), within 1 s, with no first-token timeout to wait for.
+    chat, _ = model(openai_server, status=status)
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        with callstream.iter_callbacks(chat, "hi", first_token_timeout=30) as s:
+            next(s)
+            for _ in s:
+                pass
+    assert info.value.status_code == status
+    assert time.monotonic() - t0 < 1
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def test_create_agent_over_http_with_tool_calls(openai_server: OpenAIServer, face: str) -> None:
+    from langchain.agents import create_agent
+
+    chat, tag = model(openai_server)
+    agent = create_agent(chat, tools=[multiply])
+    inputs = {"messages": [("user", "what is 2 times 2?")]}
+    stream = (callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks)(agent, inputs)
+    if face == "sync":
+        with stream as s:
+            events = list(s)
+    else:
+
+        async def go() -> list[Any]:
+            async with stream as s:
+                return [e async for e in s]
+
+        events = asyncio.run(go())
+    assert [e.kind for e in events if e.kind == "llm_start"] == ["llm_start", "llm_start"]
+    assert ("tool_end", "multiply") in [(e.kind, e.name) for e in events]
+    assert "".join(e.text for e in events if e.kind == "token") == "The answer is 4."
+    assert stream.output["messages"][-1].content == "The answer is 4."
+    assert len(openai_server.stats(tag)) == 2
+
+
+def test_raw_openai_sdk_through_from_callback(openai_server: OpenAIServer) -> None:
+    # The generic bridge over the SDK's own stream; `with` closes the response
+    # (the SDK's Stream sits in a reference cycle, so GC alone is late).
+    client = openai.OpenAI(base_url=openai_server.base_url, api_key="k", max_retries=0)
+    tag = f"raw{next(_tags)}"
+
+    def producer(emit: Any) -> None:
+        with client.chat.completions.create(
+            model=f"scripted:tokens=2000,delay_ms=2,tag={tag}", messages=[{"role": "user", "content": "hi"}], stream=True
+        ) as sdk_stream:
+            for chunk in sdk_stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    emit(chunk.choices[0].delta.content)
+
+    with callstream.from_callback(producer) as s:
+        for i, _ in enumerate(s):
+            if i == 5:
+                sent = openai_server.stats(tag)[0]["sent"]
+                break
+    row = openai_server.wait_ended(tag)[0]
+    assert row["disconnected"] and row["sent"] - sent < 25
+
+
+def test_community_llamafile_llm_over_http(openai_server: OpenAIServer) -> None:
+    # A langchain-community client of another real protocol (llama.cpp's /completion).
+    from langchain_community.llms import Llamafile
+
+    tag = f"ll{next(_tags)}"
+    llm = Llamafile(base_url=openai_server.base_url.replace("/v1", f"/llama/tokens=8,tag={tag}"), streaming=True)
+    chain = ChatPromptTemplate.from_template("{q}") | llm
+    with callstream.iter_callbacks(chain, {"q": "hi"}) as s:
+        toks = list(s.tokens())
+    assert toks == [f"w{i} " for i in range(8)]
+    assert s.output == "".join(toks)
