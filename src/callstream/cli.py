@@ -1,44 +1,119 @@
-"""`python -m callstream demo`: stream on an embedded scripted model."""
+"""`python -m callstream demo`: stream a chain and a tool-using agent, live.
+
+By default both run on the embedded scripted model (no network, no API key).
+`--base-url` and `--model` point them at any OpenAI-compatible server instead
+(`OPENAI_API_KEY` is used when set).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any, TextIO
 
-from ._stream import from_callback
+from ._runnable import iter_callbacks
 
 __all__ = ("main",)
 
+ANSWER = (
+    "Callback APIs push tokens at you; web frameworks want to pull them. "
+    "callstream sits in between: a worker thread runs the model, a sink carries "
+    "the events, and your loop pulls them, with timeouts, cancellation and errors "
+    "handled for you."
+)
 
-def _demo_callback(args: argparse.Namespace) -> int:
-    words = "callstream turns any callback API into a generator, with timeouts and cancellation.".split(" ")
 
-    def producer(emit: object) -> str:
-        for i, word in enumerate(words):
-            time.sleep(0.03)
-            emit((" " if i else "") + word)  # type: ignore[operator]
-        return "done"
+def _models(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The chat models for the chain and for the agent."""
+    if args.base_url:
+        from langchain_openai import ChatOpenAI
 
+        key = os.environ.get("OPENAI_API_KEY", "not-needed")
+        chat = ChatOpenAI(base_url=args.base_url, model=args.model, api_key=key)  # type: ignore[arg-type]
+        return chat, chat
+    from .testing import ScriptedChatModel, agent_script
+
+    chain_model = ScriptedChatModel(responses=[ANSWER], chunk_size=4, ttft=0.15, delay=args.delay)
+    agent_model = ScriptedChatModel(
+        respond=agent_script(
+            tool="get_weather",
+            args={"city": "Paris"},
+            preamble="Let me check. ",
+            answer="It is {result} in Paris right now: a fine day for a walk along the Seine.",
+        ),
+        chunk_size=3,
+        ttft=0.15,
+        delay=args.delay,
+    )
+    return chain_model, agent_model
+
+
+def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
+    out.write(f"\n\033[1m== {title} ==\033[0m\n")
     t0 = time.monotonic()
-    first = None
-    with from_callback(producer, timeout=10) as stream:
-        for token in stream:
-            first = first or time.monotonic() - t0
-            print(token, end="", flush=True)
-    print(f"\n[{len(words)} tokens, first after {first or 0:.3f} s, output={stream.output!r}]")
+    first: float | None = None
+    tokens = 0
+    with iter_callbacks(runnable, inputs, timeout=timeout) as stream:
+        for event in stream:
+            if event.kind == "token" and event.text:
+                if first is None:
+                    first = time.monotonic() - t0
+                tokens += 1
+                out.write(event.text)
+            elif event.kind == "tool_start":
+                args = event.data.get("input")
+                out.write(f"\n  \033[36m→ {event.name}({json.dumps(args, default=str)})\033[0m\n")
+            elif event.kind == "tool_end":
+                output = getattr(event.data.get("output"), "content", event.data.get("output"))
+                out.write(f"  \033[36m← {event.name}: {output}\033[0m\n")
+            out.flush()
+    elapsed = time.monotonic() - t0
+    rate = tokens / (elapsed - (first or 0)) if elapsed > (first or 0) else 0.0
+    out.write(
+        f"\n\033[2m[{tokens} tokens · first token after {first or 0:.3f} s · "
+        f"{rate:.0f} tokens/s · {elapsed:.2f} s in all · status {stream.status}]\033[0m\n"
+    )
+
+
+def demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.tools import tool
+
+    try:
+        from langchain.agents import create_agent
+    except ImportError:  # pragma: no cover - the demo extra is missing
+        out.write("The agent demo needs `pip install 'callstream[agents]'`.\n")
+        return 1
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Return the current weather for a city."""
+        return "18°C and sunny"
+
+    chain_model, agent_model = _models(args)
+    chain = ChatPromptTemplate.from_template("Explain {topic} in three sentences.") | chain_model | StrOutputParser()
+    _run("chain: prompt | model | parser", chain, {"topic": "callstream"}, out, args.timeout)
+    agent = create_agent(agent_model, tools=[get_weather])
+    question = {"messages": [("user", "What's the weather in Paris?")]}
+    _run("agent: create_agent with a tool", agent, question, out, args.timeout)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="callstream")
+    parser = argparse.ArgumentParser(prog="callstream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="stream on an embedded scripted model (no network, no API key)")
+    p = sub.add_parser("demo", help="stream a chain and a tool-using agent in the terminal")
+    p.add_argument("--base-url", help="an OpenAI-compatible server (default: the embedded scripted model)")
+    p.add_argument("--model", default="gpt-4o-mini", help="model name for --base-url (default: %(default)s)")
+    p.add_argument("--delay", type=float, default=0.03, help="scripted model: seconds between tokens")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each run")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo_callback(args)
-    return 2  # pragma: no cover
+    return demo(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

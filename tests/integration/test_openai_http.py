@@ -153,7 +153,9 @@ def test_raw_openai_sdk_through_from_callback(openai_server: OpenAIServer) -> No
 
     def producer(emit: Any) -> None:
         with client.chat.completions.create(
-            model=f"scripted:tokens=2000,delay_ms=2,tag={tag}", messages=[{"role": "user", "content": "hi"}], stream=True
+            model=f"scripted:tokens=2000,delay_ms=2,tag={tag}",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
         ) as sdk_stream:
             for chunk in sdk_stream:
                 if chunk.choices and chunk.choices[0].delta.content:

@@ -109,6 +109,7 @@ def test_chat_model_inside_chain_streams_without_streaming_flag() -> None:
     assert list(callstream.iter_callbacks(chain, "hi").tokens()) == ["x", "y", "z"]
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # LLMChain is deprecated, and still used
 def test_legacy_llm_chain(face: str) -> None:
     from langchain_classic.chains import LLMChain
 
@@ -492,7 +493,9 @@ def test_callback_manager_in_config_is_copied() -> None:
 
     user = Recorder()
     manager = CallbackManager(handlers=[user])
-    text = "".join(callstream.iter_callbacks(ScriptedChatModel(responses=["ok"]), "hi", {"callbacks": manager}).tokens())
+    text = "".join(
+        callstream.iter_callbacks(ScriptedChatModel(responses=["ok"]), "hi", {"callbacks": manager}).tokens()
+    )
     assert text == "ok" and user.ends == 1
     assert manager.handlers == [user]
 

@@ -1,0 +1,57 @@
+"""The public surface is pinned: adding or removing a name is a decision, not an accident."""
+
+from __future__ import annotations
+
+import importlib
+
+import callstream
+
+EXPECTED_ALL = [
+    "AsyncStream",
+    "BoundedSink",
+    "DequeSink",
+    "Event",
+    "QueueSink",
+    "Sink",
+    "SinkStatistics",
+    "Stream",
+    "StreamError",
+    "StreamOverflow",
+    "StreamTimeout",
+    "afrom_callback",
+    "aiter_callbacks",
+    "from_callback",
+    "iter_callbacks",
+]
+
+PUBLIC_MODULES = ["callstream.errors", "callstream.events", "callstream.sinks", "callstream.testing", "callstream.cli"]
+
+
+def test_all_is_the_documented_surface() -> None:
+    assert sorted(callstream.__all__) == EXPECTED_ALL
+    for name in EXPECTED_ALL:
+        assert getattr(callstream, name) is not None
+
+
+def test_public_names_say_callstream_in_tracebacks() -> None:
+    assert callstream.StreamTimeout.__module__ == "callstream"
+    assert repr(callstream.Stream).startswith("<class 'callstream.Stream'")
+
+
+def test_public_modules_have_tuple_all() -> None:
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        assert isinstance(module.__all__, tuple), name
+        for attr in module.__all__:
+            assert hasattr(module, attr), f"{name}.{attr}"
+
+
+def test_error_tree() -> None:
+    assert issubclass(callstream.StreamTimeout, callstream.StreamError)
+    assert issubclass(callstream.StreamTimeout, TimeoutError)
+    assert issubclass(callstream.StreamOverflow, callstream.StreamError)
+    e = callstream.StreamTimeout("idle_timeout", 0.5)
+    assert e.limit == "idle_timeout" and e.seconds == 0.5 and "idle_timeout=0.5" in str(e)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(e)).limit == "idle_timeout"
