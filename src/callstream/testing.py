@@ -209,6 +209,8 @@ class ScriptedChatModel(BaseChatModel):
     delay: float = 0.0
     fail_after: int | None = None
     error: BaseException = Field(default_factory=lambda: RuntimeError("scripted model failure"))
+    #: as on real chat models: `streaming=True` makes `invoke` stream for any handler
+    streaming: bool = False
     _calls: int = PrivateAttr(default=0)
     _tokens: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)

@@ -1,0 +1,20 @@
+"""The benchmarks run (tiny sizes), so they cannot rot between `make bench` runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.__main__ import main
+
+
+@pytest.mark.timeout(120)
+def test_benchmarks_quick_run(tmp_path: Path) -> None:
+    sections = ["transport", "langchain", "latency", "cancellation", "memory", "scale"]
+    assert main(["--quick", "--out", str(tmp_path), "--only", *sections]) == 0
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert set(sections) <= set(results)
+    rows = {r["row"]: r for r in results["transport"]}
+    assert rows["from_callback, DequeSink"]["items_per_s"] > 0
+    assert "### langchain" in (tmp_path / "latest.md").read_text()
