@@ -11,6 +11,7 @@ from typing import Any, Final, TypeVar
 
 from ._core import Timeouts, _Core, _State, check_state_for_enter, text_of
 from ._stream import _as_producer, _BaseStream
+from .events import Event
 from .sinks import Sink, SinkName
 
 __all__ = ("AsyncStream", "afrom_callback")
@@ -134,9 +135,14 @@ class AsyncStream(_BaseStream[T]):
                 except StopAsyncIteration:
                     return
                 self._pending = batch
+                pop = batch.popleft
                 while batch:
-                    text = text_of(batch.popleft())
+                    item = pop()
                     self._delivered += 1
+                    if type(item) is Event:  # text_of(), inlined: this runs per token
+                        text = item.text if item.kind == "token" else None
+                    else:
+                        text = item if type(item) is str else None
                     if text:
                         parts.append(text)
                         yield text

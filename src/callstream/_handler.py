@@ -16,6 +16,7 @@ from .events import Event, EventKind
 Emit = Callable[[Any], None]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_new = tuple.__new__
 
 
 class Filter(NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -187,6 +188,7 @@ class Stream(_BaseStream[T]):
             raise StopIteration
         sink = core.sink
         wait: float | None = 0.0
+        yielded = False
         while True:
             done = core.worker_done  # read before take(): items put before `done` are in the sink
             batch = sink.take(wait)
@@ -195,6 +197,13 @@ class Stream(_BaseStream[T]):
             if done or core.stopping:
                 core.end(self._delivered)
                 raise StopIteration
+            if not yielded:
+                # Let a busy producer run before we block: it then hands over a
+                # batch instead of waking us (a futex and a GIL hand-off) per item.
+                # An idle producer (waiting on the network) gives the GIL straight back.
+                yielded = True
+                time.sleep(0)
+                continue
             wait = core.wait_time()
             wait = WAIT_SLICE if wait is None or wait > WAIT_SLICE else wait
 
@@ -220,9 +229,14 @@ class Stream(_BaseStream[T]):
                 except StopIteration:
                     return
                 self._pending = batch
+                pop = batch.popleft
                 while batch:
-                    text = text_of(batch.popleft())
+                    item = pop()
                     self._delivered += 1
+                    if type(item) is Event:  # text_of(), inlined: this runs per token
+                        text = item.text if item.kind == "token" else None
+                    else:
+                        text = item if type(item) is str else None
                     if text:
                         parts.append(text)
                         yield text

@@ -181,3 +181,35 @@ def test_community_llamafile_llm_over_http(openai_server: OpenAIServer) -> None:
         toks = list(s.tokens())
     assert toks == [f"w{i} " for i in range(8)]
     assert s.output == "".join(toks)
+
+
+def test_no_upstream_retry_after_cancel_in_flight(openai_server: OpenAIServer) -> None:
+    # F17: cancel while the request waits for its first byte: no second request,
+    # no token emitted; the worker ends when the read returns.
+    chat, tag = model(openai_server, tokens=50, ttft_ms=300)
+    chat.max_retries = 2
+    with callstream.iter_callbacks(chat, "hi") as s:
+        first = next(s)
+        assert first.kind == "llm_start"
+    openai_server.wait_ended(tag)
+    time.sleep(0.05)
+    rows = openai_server.stats(tag)
+    assert len(rows) == 1
+    assert s.text == ""
+
+
+def test_with_retry_and_fallbacks_over_http_make_no_new_request(openai_server: OpenAIServer) -> None:
+    # F18 over HTTP: 0 new requests after cancel.
+    primary, tag = model(openai_server, tokens=2000, delay_ms=2)
+    backup, backup_tag = model(openai_server, tokens=5)
+    chain = primary.with_retry(stop_after_attempt=3).with_fallbacks([backup])
+    starts = 0
+    with callstream.iter_callbacks(chain, "hi") as s:
+        for e in s:
+            starts += e.kind == "llm_start"
+            if e.kind == "token" and e.text:
+                break
+    openai_server.wait_ended(tag)
+    time.sleep(0.05)
+    assert len(openai_server.stats(tag)) == 1 and openai_server.stats(backup_tag) == []
+    assert starts == 1

@@ -549,3 +549,91 @@ def test_64_concurrent_streams_on_one_agent_never_mix() -> None:
         t.join(30)
     assert not errors
     assert texts == {n: f"answer-{n}-{n + 1000}" for n in range(64)}
+
+
+# -- cancellation reaching the producer (RELIABILITY C) -----------------------------------
+
+
+def test_cancel_is_not_swallowed_by_user_except_exception() -> None:
+    # F18: the cancel is a BaseException, so `except Exception` in user code,
+    # .with_retry and .with_fallbacks do not turn it into a new call.
+    inner = ScriptedChatModel(responses=["y" * 1000], delay=0.001)
+    rescued: list[str] = []
+
+    def careful(x: str) -> str:
+        try:
+            return str(inner.invoke(x).content)
+        except Exception:
+            rescued.append("swallowed")
+            return "fallback"
+
+    with callstream.iter_callbacks(RunnableLambda(careful), "hi") as s:
+        for i, _ in enumerate(s.tokens()):
+            if i == 2:
+                break
+    assert inner.finished.wait(2)
+    assert rescued == [] and inner.calls == 1
+
+
+def test_post_cancel_callbacks_do_not_block_on_a_full_sink() -> None:
+    # F20: break while a BoundedSink(1) is full, in a 3-level nested chain; the
+    # error callbacks that fire after the cancel must not wait for room.
+    model = ScriptedChatModel(responses=["z" * 1000])
+    chain = RunnableLambda(lambda x: x) | (RunnableLambda(lambda x: x) | (RunnableLambda(lambda x: x) | model))
+    sink = callstream.BoundedSink(1)
+    with callstream.iter_callbacks(chain, "hi", sink=sink) as s:
+        for e in s:
+            if e.kind == "token":
+                break
+    assert model.finished.wait(1)
+
+
+def test_uninterruptible_tool_close_returns_at_once() -> None:
+    # F21: a tool blocked outside any callback; close() and timeouts do not wait for it.
+    release = threading.Event()
+    entered = threading.Event()
+
+    @tool
+    def slow_tool(a: int) -> int:
+        """Blocks until released."""
+        entered.set()
+        release.wait(10)
+        return a
+
+    from langchain.agents import create_agent
+
+    agent = create_agent(
+        ScriptedChatModel(respond=agent_script(tool="slow_tool", args={"a": 1}, answer="done")), tools=[slow_tool]
+    )
+    s = callstream.iter_callbacks(agent, {"messages": [("user", "go")]}, timeout=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(callstream.StreamTimeout):
+        for _ in s:
+            pass
+    assert entered.is_set()
+    assert time.monotonic() - t0 < 0.3  # raised at the deadline, not when the tool returns
+    t1 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t1 < 0.05
+    release.set()  # the worker then ends at its next callback (checked by no_thread_leak)
+
+
+def test_langsmith_style_tracer_in_config_is_not_displaced() -> None:
+    from langchain_core.tracers.base import BaseTracer
+    from langchain_core.tracers.schemas import Run
+
+    class Tracer(BaseTracer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.roots: list[Run] = []
+
+        def _persist_run(self, run: Run) -> None:
+            self.roots.append(run)
+
+    tracer = Tracer()
+    chain = ChatPromptTemplate.from_template("{x}") | ScriptedChatModel(responses=["ok"]) | StrOutputParser()
+    assert "".join(callstream.iter_callbacks(chain, {"x": 1}, {"callbacks": [tracer]}).tokens()) == "ok"
+    assert len(tracer.roots) == 1
+    root = tracer.roots[0]
+    assert root.name == "RunnableSequence" and root.outputs == {"output": "ok"}
+    assert [c.name for c in root.child_runs] == ["ChatPromptTemplate", "ScriptedChatModel", "StrOutputParser"]
