@@ -18,16 +18,16 @@ demo: $(STAMP)
 	$(PY) -m callstream demo
 
 check: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks adapters
+	$(PY) -m ruff format --check src tests benchmarks adapters
 	$(PY) -m mypy --strict src
 
 test: check
 	$(PY) -m pytest -q
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks adapters
+	$(PY) -m ruff check --fix src tests benchmarks adapters
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -458,7 +458,7 @@ def table(title: str, rows: list[dict[str, Any]]) -> str:
         keys += [k for k in r if k not in keys and k != "row"]
     lines = [f"### {title}", "", "| " + " | ".join(["", *keys]) + " |", "|" + "---|" * (len(keys) + 1)]
     for r in rows:
-        cells = [r["row"]] + [_fmt(r.get(k, "")) for k in keys]
+        cells = [str(c).replace("|", "\\|") for c in [r["row"], *(_fmt(r.get(k, "")) for k in keys)]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

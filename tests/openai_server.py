@@ -4,10 +4,13 @@ Behaviour is chosen per request through the model name, e.g.
 `"scripted:tokens=50,delay_ms=2,ttft_ms=0,fail_after=10,tag=t1"`:
 
 - `tokens`: how many content chunks to stream (`"w0 w1 ..."`), default 20;
+- `prefix`: the tokens' prefix instead of `w`;
 - `delay_ms` between chunks, `ttft_ms` before the first one;
 - `fail_after`: after that many chunks, send an SSE `error` and close;
 - `status`: answer with that HTTP error status instead (401, 500...);
 - `tag`: a label to find the request in `/stats`.
+
+Options in the first user message, as `[[tokens=5,tag=x]]`, override those.
 
 With `tools` in the request and no tool result in the conversation, it calls
 the first tool (arguments made from its JSON schema), streamed as tool-call
@@ -33,6 +36,16 @@ def _options(model: str) -> dict[str, str]:
         key, _, value = part.partition("=")
         opts[key.strip()] = value.strip()
     return opts
+
+
+def _message_options(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """Options written in the first user message as `[[tokens=5,tag=x]]` (they win):
+    lets a test steer a server behind an app whose model name is fixed."""
+    for m in messages:
+        content = m.get("content")
+        if m.get("role") == "user" and isinstance(content, str) and "[[" in content:
+            return _options(":" + content.split("[[", 1)[1].split("]]", 1)[0])
+    return {}
 
 
 def _args_for(schema: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
             body["llamacpp"] = True
         elif path == "/v1/chat/completions":
             opts = _options(body.get("model", ""))
+            opts.update(_message_options(body.get("messages", [])))
         else:
             self._json(404, {"error": {"message": "not found"}})
             return
@@ -110,7 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
             text = f"The answer is {results[-1].get('content')}."
             return [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]], []
         n = int(opts.get("tokens", 20))
-        return [f"w{i} " for i in range(n)], []
+        prefix = opts.get("prefix", "w")
+        return [f"{prefix}{i} " for i in range(n)], []
 
     def _respond(self, body: dict[str, Any], opts: dict[str, str], row: dict[str, Any]) -> None:
         if "status" in opts:
@@ -219,6 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class OpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default listen backlog (5) drops bursts of 50 clients
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that left (reset) is what half the tests do on purpose
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

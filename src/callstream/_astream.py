@@ -9,7 +9,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from ._core import Timeouts, _Core, _State, check_state_for_enter, text_of
+from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter, text_of
 from ._stream import _as_producer, _BaseStream
 from .events import Event
 from .sinks import Sink, SinkName
@@ -78,8 +78,32 @@ class AsyncStream(_BaseStream[T]):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
-    async def _next_batch(self) -> deque[Any]:
-        """Wait for the next non-empty batch; raise StopAsyncIteration at the end."""
+    async def _items(self, idle: float | None = None) -> AsyncIterator[Any]:
+        """Items, and IDLE whenever `idle` seconds pass without one (heartbeats)."""
+        if self._mode != "items":
+            self._claim("items")
+        parts = self._parts
+        while True:
+            batch = self._pending
+            if not batch:
+                try:
+                    batch = self._pending = await self._next_batch(idle)
+                except StopAsyncIteration:
+                    return
+                if not batch:
+                    yield IDLE
+                    continue
+            item = batch.popleft()
+            self._delivered += 1
+            if (text := text_of(item)) is not None:
+                parts.append(text)
+            yield item
+
+    async def _next_batch(self, idle: float | None = None) -> deque[Any]:
+        """Wait for the next non-empty batch; raise StopAsyncIteration at the end.
+
+        With `idle`, return an empty deque once that long passed without one.
+        """
         core = self._core
         if core.state is _State.NEW:
             core.start()
@@ -88,6 +112,7 @@ class AsyncStream(_BaseStream[T]):
         sink = core.sink
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] | None = None
+        idle_at = None if idle is None else loop.time() + idle
         try:
             while True:
                 done = core.worker_done
@@ -100,6 +125,11 @@ class AsyncStream(_BaseStream[T]):
                 wait = core.wait_time()
                 if wait == 0:
                     continue
+                if idle_at is not None:
+                    left = idle_at - loop.time()
+                    if left <= 0:
+                        return deque()
+                    wait = left if wait is None else min(wait, left)
                 if fut is None:  # arm the wakeup, then look once more before sleeping
                     fut = loop.create_future()
                     sink.set_wakeup(partial(_wake_threadsafe, loop, fut))

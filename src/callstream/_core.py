@@ -316,3 +316,6 @@ def check_state_for_enter(state: _State, kind: str) -> None:
 
 
 EMPTY: Final[deque[Any]] = deque()
+
+#: What the private idle-aware iterators yield when a heartbeat is due.
+IDLE: Final = object()

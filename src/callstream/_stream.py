@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from ._core import (
     EMPTY,
+    IDLE,
     WAIT_SLICE,
     Producer,
     Status,
@@ -157,9 +158,13 @@ class Stream(_BaseStream[T]):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
-    def _items(self) -> Iterator[T]:
+    def _items(self, idle: float | None = None) -> Iterator[Any]:
         # A generator rather than __next__ for `for` loops: resuming a frame
         # is about twice as cheap as a method call, and this runs per token.
+        # With `idle`, IDLE is yielded whenever that long passes without an
+        # item (the web encoders' heartbeat).
+        if self._mode != "items":
+            self._claim("items")
         parts = self._parts
         batch = self._pending
         while True:
@@ -175,12 +180,17 @@ class Stream(_BaseStream[T]):
             batch = self._pending  # next() may have fetched a new batch meanwhile
             if not batch:
                 try:
-                    batch = self._pending = self._next_batch()
+                    batch = self._pending = self._next_batch(idle)
                 except StopIteration:
                     return
+                if not batch:
+                    yield IDLE
 
-    def _next_batch(self) -> deque[Any]:
-        """Wait for the next non-empty batch; raise StopIteration at the end."""
+    def _next_batch(self, idle: float | None = None) -> deque[Any]:
+        """Wait for the next non-empty batch; raise StopIteration at the end.
+
+        With `idle`, return an empty deque once that long passed without one.
+        """
         core = self._core
         if core.state is _State.NEW:
             core.start()
@@ -189,6 +199,7 @@ class Stream(_BaseStream[T]):
         sink = core.sink
         wait: float | None = 0.0
         yielded = False
+        idle_at = None if idle is None else time.monotonic() + idle
         while True:
             done = core.worker_done  # read before take(): items put before `done` are in the sink
             batch = sink.take(wait)
@@ -206,6 +217,11 @@ class Stream(_BaseStream[T]):
                 continue
             wait = core.wait_time()
             wait = WAIT_SLICE if wait is None or wait > WAIT_SLICE else wait
+            if idle_at is not None:
+                left = idle_at - time.monotonic()
+                if left <= 0:
+                    return deque()
+                wait = min(wait, left)
 
     def tokens(self) -> Iterator[str]:
         """Yield the text of token items, skipping empty strings.

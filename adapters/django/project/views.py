@@ -1,0 +1,61 @@
+"""Django reference views, for WSGI (gunicorn) and ASGI (uvicorn) alike.
+
+Django buffers a sync iterator served under ASGI, and an async one under WSGI,
+so each view picks the face that matches the server: `iter_callbacks` + `sse`
+under WSGI, `aiter_callbacks` + `asse` under ASGI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+import callstream
+import callstream.openai
+from adapters import shared
+from callstream.sse import SSE_HEADERS, asse, sse
+
+
+def _sse_response(request: HttpRequest, runnable: Any, inputs: Any) -> StreamingHttpResponse:
+    if isinstance(request, ASGIRequest):
+        body: Any = shared.atracked(asse(callstream.aiter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+    else:
+        body = shared.tracked(sse(callstream.iter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+    return StreamingHttpResponse(body, headers=SSE_HEADERS)
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(shared.INDEX_HTML, content_type="text/html")
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(shared.health())
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    return _sse_response(request, shared.chain(), shared.chain_input(request.GET.get("q", "")))
+
+
+def agent(request: HttpRequest) -> StreamingHttpResponse:
+    return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
+
+
+@csrf_exempt
+def chat_completions(request: HttpRequest) -> HttpResponse:
+    body = json.loads(request.body or b"{}")
+    inputs = shared.chain_input(shared.question_of(body))
+    model = body.get("model") or shared.MODEL_NAME
+    if body.get("stream"):
+        if isinstance(request, ASGIRequest):
+            stream = callstream.aiter_callbacks(shared.chain(), inputs)
+            wire: Any = shared.atracked(callstream.openai.asse(stream, model=model, heartbeat=shared.HEARTBEAT))
+        else:
+            sync = callstream.iter_callbacks(shared.chain(), inputs)
+            wire = shared.tracked(callstream.openai.sse(sync, model=model, heartbeat=shared.HEARTBEAT))
+        return StreamingHttpResponse(wire, headers=SSE_HEADERS)
+    text = shared.chain().invoke(inputs)
+    return JsonResponse(callstream.openai.chat_completion(text, model=model))

@@ -1,0 +1,54 @@
+"""Flask reference app: `gunicorn -k gthread --threads 32 adapters.flask.app:app` (from the repo root).
+
+Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
+`POST /v1/chat/completions`, `GET /health`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, Response, request
+
+import callstream
+import callstream.openai
+from adapters import shared
+from callstream.sse import SSE_HEADERS, sse
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def index() -> Response:
+    return Response(shared.INDEX_HTML, mimetype="text/html")
+
+
+@app.get("/health")
+def health() -> dict[str, Any]:
+    return shared.health()
+
+
+@app.get("/stream")
+def stream() -> Response:
+    events = callstream.iter_callbacks(shared.chain(), shared.chain_input(request.args.get("q", "")))
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.get("/agent")
+def agent() -> Response:
+    events = callstream.iter_callbacks(shared.agent(), shared.agent_input(request.args.get("q", "")))
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.post("/v1/chat/completions")
+def chat_completions() -> Any:
+    body = request.get_json(force=True)
+    inputs = shared.chain_input(shared.question_of(body))
+    model = body.get("model") or shared.MODEL_NAME
+    if body.get("stream"):
+        events = callstream.iter_callbacks(shared.chain(), inputs)
+        wire = callstream.openai.sse(events, model=model, heartbeat=shared.HEARTBEAT)
+        return Response(shared.tracked(wire), headers=SSE_HEADERS)
+    text = shared.chain().invoke(inputs)
+    return Response(json.dumps(callstream.openai.chat_completion(text, model=model)), mimetype="application/json")

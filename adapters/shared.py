@@ -1,0 +1,126 @@
+"""What the three reference apps share: the models, the chain, the agent, the page.
+
+Configuration comes from the environment, so the same app runs under gunicorn
+and uvicorn without flags:
+
+- `CALLSTREAM_BASE_URL` / `CALLSTREAM_MODEL`: an OpenAI-compatible server
+  (`OPENAI_API_KEY` is used when set); default: the embedded scripted model;
+- `CALLSTREAM_DELAY`: seconds between scripted tokens (default 0.03);
+- `CALLSTREAM_HEARTBEAT`: seconds of silence before a `: ping` (default 15).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable
+from langchain_core.tools import tool
+
+from callstream.testing import ScriptedChatModel, agent_script
+
+HEARTBEAT = float(os.environ.get("CALLSTREAM_HEARTBEAT", "15"))
+MODEL_NAME = os.environ.get("CALLSTREAM_MODEL", "callstream-scripted")
+INDEX_HTML = (Path(__file__).parent / "index.html").read_text()
+
+ANSWER = (
+    "Streaming through callstream: a worker thread runs the chain, a sink carries "
+    "its callbacks, and this page receives them as Server-Sent Events."
+)
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Return the current weather for a city."""
+    return f"18°C and sunny in {city}"
+
+
+def _chat(respond: Any = None) -> Any:
+    base_url = os.environ.get("CALLSTREAM_BASE_URL")
+    if base_url:
+        from langchain_openai import ChatOpenAI
+
+        key = os.environ.get("OPENAI_API_KEY", "not-needed")
+        return ChatOpenAI(base_url=base_url, model=MODEL_NAME, api_key=key, max_retries=0)
+    delay = float(os.environ.get("CALLSTREAM_DELAY", "0.03"))
+    if respond is not None:
+        return ScriptedChatModel(respond=respond, chunk_size=3, delay=delay)
+    return ScriptedChatModel(responses=[ANSWER], chunk_size=3, delay=delay)
+
+
+@cache
+def chain() -> Runnable[Any, Any]:
+    """`prompt | model | parser`: the `/stream` route and the OpenAI-compatible one."""
+    prompt = ChatPromptTemplate.from_messages([("system", "You are concise."), ("human", "{q}")])
+    return prompt | _chat() | StrOutputParser()
+
+
+@cache
+def agent() -> Runnable[Any, Any]:
+    """A tool-using agent (`langchain.agents.create_agent`): the `/agent` route."""
+    from langchain.agents import create_agent
+
+    respond = agent_script(
+        tool="get_weather", args={"city": "Paris"}, preamble="Let me check. ", answer="Right now it is {result}."
+    )
+    return create_agent(_chat(respond), tools=[get_weather])
+
+
+class _Open:
+    """How many streaming responses are open: a gauge for /health and dashboards."""
+
+    count = 0
+
+
+def tracked(body: Iterator[bytes]) -> Iterator[bytes]:
+    """Count a sync response body as open until the server closes it."""
+    _Open.count += 1
+    try:
+        yield from body
+    finally:
+        _Open.count -= 1
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+async def atracked(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The async twin of `tracked`."""
+    _Open.count += 1
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        _Open.count -= 1
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def health() -> dict[str, Any]:
+    return {"status": "ok", "open_streams": _Open.count, "threads": threading.active_count()}
+
+
+def chain_input(q: str) -> dict[str, str]:
+    return {"q": q or "What is callstream?"}
+
+
+def agent_input(q: str) -> dict[str, Any]:
+    return {"messages": [("user", q or "What's the weather in Paris?")]}
+
+
+def question_of(body: dict[str, Any]) -> str:
+    """The last user message of a chat-completions request."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""

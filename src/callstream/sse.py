@@ -1,0 +1,287 @@
+"""Web encoders: a `Stream` or `AsyncStream` as Server-Sent Events or NDJSON bytes.
+
+```python
+# Django / Flask (WSGI): a sync iterator
+return StreamingHttpResponse(sse(iter_callbacks(chain, inputs)), headers=SSE_HEADERS)
+# FastAPI / Starlette: an async iterator
+return StreamingResponse(asse(aiter_callbacks(chain, inputs)), headers=SSE_HEADERS)
+```
+
+What the frames guarantee (the HTML spec's event-stream format):
+
+- one `event:` name per event kind (`token`, `tool_start`, `tool_end`,
+  `tool_error`, `custom`; others on request), `data:` as one line of JSON, an
+  `id:` per event; newlines are stripped from `event` and `id`;
+- no token can break a frame or inject an event: data is JSON (or, in text
+  mode, split into `data:` lines on exactly `\\r\\n`, `\\r`, `\\n`);
+- a final `event: done` (never an empty `data:`); a producer error becomes
+  `event: error` with a safe message — no traceback reaches the client — and
+  the response then ends cleanly;
+- `: ping` comments every `heartbeat` seconds while the model is silent, so a
+  WSGI server notices a client that left (it only does on a write) and
+  proxies keep the connection open.
+
+When the response iterator is closed (the client disconnected) or collected,
+the stream is closed and the run stops at its next callback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from typing import Any, Final, Protocol
+
+from ._astream import AsyncStream
+from ._core import IDLE
+from ._stream import Stream
+from .errors import StreamError
+from .events import Event
+
+__all__ = (
+    "DEFAULT_KINDS",
+    "NDJSON_HEADERS",
+    "SSE_HEADERS",
+    "Encoder",
+    "andjson",
+    "asse",
+    "format_sse",
+    "ndjson",
+    "sse",
+)
+
+logger = logging.getLogger("callstream.sse")
+
+#: Headers for an SSE response: no caching, no proxy buffering (nginx reads
+#: `X-Accel-Buffering`). No `Content-Length` and no hop-by-hop `Connection`.
+SSE_HEADERS: Final[Mapping[str, str]] = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+NDJSON_HEADERS: Final[Mapping[str, str]] = {
+    "Content-Type": "application/x-ndjson",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+#: The event kinds sent by default: what a chat UI shows.
+DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom"})
+
+# The SSE spec's line terminators, and only those: str.splitlines() also splits
+# on \u2028, \x85, \x1c... and would corrupt a token's text.
+_LINE_SEP: Final = re.compile(r"\r\n|\r|\n")
+
+PING: Final = b": ping\n\n"
+
+
+def format_sse(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
+    """Encode one SSE frame. `data` may hold any text; it cannot end the frame early."""
+    head = ""
+    event = _LINE_SEP.sub("", event or "")
+    if event:
+        head += "event: " + event + "\n"
+    if id is not None:
+        head += "id: " + _LINE_SEP.sub("", id).replace("\0", "") + "\n"
+    body = "".join("data: " + line + "\n" for line in _LINE_SEP.split(data))
+    return (head + body + "\n").encode()
+
+
+def _safe(value: Any) -> Any:
+    """A JSON-friendly view of callback data (messages become their content)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    content = getattr(value, "content", None)
+    if content is not None:
+        return _safe(content)
+    return str(value)
+
+
+def default_error_message(exc: BaseException) -> str:
+    """The message a client sees for an error: ours in full, others by type only."""
+    if isinstance(exc, StreamError):
+        return str(exc)
+    return f"the stream failed ({type(exc).__name__})"
+
+
+class Encoder:
+    """Turns items into frames; sans-I/O, shared by the sync and async drivers.
+
+    Args:
+        format: `"sse"` (JSON data), `"sse-text"` (token text as raw `data:`
+            lines, other events as JSON) or `"ndjson"`.
+        kinds: which event kinds to send (default `DEFAULT_KINDS`).
+        error_message: what a client is told about an exception.
+        include_empty: send token events whose text is empty (tool-call chunks).
+    """
+
+    def __init__(
+        self,
+        format: str = "sse",
+        *,
+        kinds: Collection[str] = DEFAULT_KINDS,
+        error_message: Callable[[BaseException], str] = default_error_message,
+        include_empty: bool = False,
+    ) -> None:
+        if format not in ("sse", "sse-text", "ndjson"):
+            raise ValueError(f"format must be 'sse', 'sse-text' or 'ndjson', not {format!r}")
+        self.format = format
+        self.kinds = frozenset(kinds)
+        self.error_message = error_message
+        self.include_empty = include_empty
+        self._id = 0
+
+    def payload(self, item: Any) -> tuple[str, dict[str, Any]] | None:
+        """The event name and JSON payload for an item, or None to skip it."""
+        if type(item) is str:
+            return ("token", {"text": item}) if item or self.include_empty else None
+        if not isinstance(item, Event):
+            return "item", {"data": _safe(item)}
+        if item.kind not in self.kinds:
+            return None
+        base: dict[str, Any] = {"name": item.name, "run_id": item.run_id}
+        if item.kind == "token":
+            if not item.text and not self.include_empty:
+                return None
+            return "token", {"text": item.text, **base}
+        if item.kind == "custom":
+            return "custom", {**base, "data": _safe(item.data)}
+        data = {k: _safe(v) if k != "error" else type(v).__name__ for k, v in item.data.items()}
+        return item.kind, {**base, **data}
+
+    def frame(self, name: str, payload: dict[str, Any]) -> bytes:
+        self._id += 1
+        if self.format == "ndjson":
+            return (json.dumps({"event": name, **payload}, ensure_ascii=False) + "\n").encode()
+        if self.format == "sse-text" and name == "token":
+            return format_sse(payload["text"], event=name, id=str(self._id))
+        return format_sse(json.dumps(payload, ensure_ascii=False), event=name, id=str(self._id))
+
+    def item(self, item: Any) -> bytes | None:
+        if item is IDLE:
+            return self.ping()
+        found = self.payload(item)
+        return None if found is None else self.frame(*found)
+
+    def ping(self) -> bytes:
+        return b"\n" if self.format == "ndjson" else PING
+
+    def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes:
+        return self.frame("done", {"status": stream.status})
+
+    def error(self, exc: BaseException) -> bytes:
+        logger.error("stream failed after the response started", exc_info=exc)
+        return self.frame("error", {"type": type(exc).__name__, "message": self.error_message(exc)})
+
+
+class _Frames(Protocol):
+    """What the drivers below need from an encoder (SSE, NDJSON, OpenAI wire)."""
+
+    def item(self, item: Any) -> bytes | None: ...
+    def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes: ...
+    def error(self, exc: BaseException) -> bytes: ...
+
+
+def _encode(stream: Stream[Any], encoder: _Frames, heartbeat: float | None) -> Iterator[bytes]:
+    try:
+        try:
+            for item in stream._items(heartbeat):
+                frame = encoder.item(item)
+                if frame is not None:
+                    yield frame
+        except Exception as exc:  # the client gets a safe message, the log the traceback
+            yield encoder.error(exc)
+            return
+        yield encoder.done(stream)
+    finally:
+        stream.close()  # a disconnect closes this generator: stop the run
+
+
+async def _aencode(stream: AsyncStream[Any], encoder: _Frames, heartbeat: float | None) -> AsyncIterator[bytes]:
+    try:
+        try:
+            async for item in stream._items(heartbeat):
+                frame = encoder.item(item)
+                if frame is not None:
+                    yield frame
+        except Exception as exc:
+            yield encoder.error(exc)
+            return
+        yield encoder.done(stream)
+    finally:
+        stream.close()
+
+
+def _check(stream: Any, cls: type, name: str) -> None:
+    if not isinstance(stream, cls):
+        hint = "aiter_callbacks/afrom_callback" if cls is AsyncStream else "iter_callbacks/from_callback"
+        raise TypeError(f"{name}() takes a {cls.__name__} (from {hint}), not {type(stream).__name__}")
+
+
+def sse(
+    stream: Stream[Any],
+    *,
+    heartbeat: float | None = 15.0,
+    kinds: Collection[str] = DEFAULT_KINDS,
+    text: bool = False,
+    error_message: Callable[[BaseException], str] = default_error_message,
+) -> Iterator[bytes]:
+    """Encode a `Stream` as Server-Sent Events, for WSGI (Django, Flask).
+
+    Args:
+        stream: from `iter_callbacks` or `from_callback`, entered or not.
+        heartbeat: seconds of silence before a `: ping` comment (None: never).
+        kinds: event kinds to send.
+        text: send token text as raw `data:` lines instead of JSON (a decoder
+            gives it back with CR and CRLF turned into LF).
+        error_message: what the client is told about a producer error.
+    """
+    _check(stream, Stream, "sse")
+    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message)
+    return _encode(stream, encoder, heartbeat)
+
+
+def asse(
+    stream: AsyncStream[Any],
+    *,
+    heartbeat: float | None = 15.0,
+    kinds: Collection[str] = DEFAULT_KINDS,
+    text: bool = False,
+    error_message: Callable[[BaseException], str] = default_error_message,
+) -> AsyncIterator[bytes]:
+    """The async twin of `sse`, for ASGI (FastAPI, Starlette, Django under ASGI)."""
+    _check(stream, AsyncStream, "asse")
+    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message)
+    return _aencode(stream, encoder, heartbeat)
+
+
+def ndjson(
+    stream: Stream[Any],
+    *,
+    heartbeat: float | None = 15.0,
+    kinds: Collection[str] = DEFAULT_KINDS,
+    error_message: Callable[[BaseException], str] = default_error_message,
+) -> Iterator[bytes]:
+    """One JSON object per line (`{"event": "token", "text": ...}`), then `{"event": "done"}`.
+
+    The heartbeat is an empty line, which line-oriented JSON readers skip.
+    """
+    _check(stream, Stream, "ndjson")
+    return _encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message), heartbeat)
+
+
+def andjson(
+    stream: AsyncStream[Any],
+    *,
+    heartbeat: float | None = 15.0,
+    kinds: Collection[str] = DEFAULT_KINDS,
+    error_message: Callable[[BaseException], str] = default_error_message,
+) -> AsyncIterator[bytes]:
+    """The async twin of `ndjson`."""
+    _check(stream, AsyncStream, "andjson")
+    return _aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message), heartbeat)

@@ -1,0 +1,108 @@
+"""Real servers for the reference apps: gunicorn and uvicorn in subprocesses on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+SERVERS: dict[str, list[str]] = {
+    "flask-gunicorn-gthread": ["gunicorn", "-k", "gthread", "--threads", "64", "adapters.flask.app:app"],
+    "flask-gunicorn-sync": ["gunicorn", "-k", "sync", "-w", "4", "adapters.flask.app:app"],
+    "django-gunicorn-gthread": [
+        "gunicorn",
+        "-k",
+        "gthread",
+        "--threads",
+        "64",
+        "adapters.django.project.wsgi:application",
+    ],
+    "django-uvicorn-asgi": ["uvicorn", "adapters.django.project.asgi:application"],
+    "fastapi-uvicorn": ["uvicorn", "adapters.fastapi.app:app"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AppServer:
+    def __init__(self, name: str, upstream: str) -> None:
+        self.name = name
+        self.port = free_port()
+        cmd = SERVERS[name]
+        bind = (
+            ["-b", f"127.0.0.1:{self.port}"]
+            if cmd[0] == "gunicorn"
+            else ["--host", "127.0.0.1", "--port", str(self.port)]
+        )
+        extra = ["--log-level", "warning"]
+        self.cmd = [str(BIN / cmd[0]), *cmd[1:], *bind, *extra]
+        self.env = {
+            **os.environ,
+            "CALLSTREAM_BASE_URL": upstream,
+            "CALLSTREAM_MODEL": "scripted:tokens=20,delay_ms=1",
+            "CALLSTREAM_HEARTBEAT": "0.2",
+            "OPENAI_API_KEY": "test-key",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AppServer:
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"{self.name} exited: {out}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def health(self) -> dict[str, Any]:
+        return dict(httpx.get(self.url + "/health", timeout=5).json())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def _servers(openai_server: Any) -> Iterator[dict[str, AppServer]]:
+    started: dict[str, AppServer] = {}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(params=list(SERVERS))
+def app(request: pytest.FixtureRequest, _servers: dict[str, AppServer], openai_server: Any) -> AppServer:
+    name = str(request.param)
+    if name not in _servers:
+        _servers[name] = AppServer(name, openai_server.base_url).start()
+    return _servers[name]
