@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -29,7 +30,10 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _wake_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+def _wake_threadsafe(loop: asyncio.AbstractEventLoop, thread: int, fut: asyncio.Future[None]) -> None:
+    if threading.get_ident() == thread:  # a producer task on the consumer's own loop
+        _wake(fut)
+        return
     try:
         loop.call_soon_threadsafe(_wake, fut)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
@@ -132,7 +136,7 @@ class AsyncStream(_BaseStream[T]):
                     wait = left if wait is None else min(wait, left)
                 if fut is None:  # arm the wakeup, then look once more before sleeping
                     fut = loop.create_future()
-                    sink.set_wakeup(partial(_wake_threadsafe, loop, fut))
+                    sink.set_wakeup(partial(_wake_threadsafe, loop, threading.get_ident(), fut))
                     continue
                 timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
                 try:

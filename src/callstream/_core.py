@@ -8,7 +8,9 @@ what the consumer is told at the end — lives once, in `_Core`.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import contextvars
 import enum
 import itertools
@@ -16,7 +18,7 @@ import math
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -30,6 +32,7 @@ R = TypeVar("R")
 
 Emit = Callable[[Any], None]
 Producer = Callable[[Emit], Any]
+AsyncProducer = Callable[[Emit], Awaitable[Any]]
 Status = Literal["running", "completed", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
@@ -99,7 +102,14 @@ class _Core(Generic[R]):
     abandoned face can be garbage-collected (and cancel) while the worker runs.
     """
 
-    def __init__(self, producer: Producer, sink: SinkName | Sink, timeouts: Timeouts | None) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        sink: SinkName | Sink,
+        timeouts: Timeouts | None,
+        *,
+        aproducer: AsyncProducer | None = None,
+    ) -> None:
         if not callable(producer):
             raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
         self.sink: Sink = make_sink(sink)
@@ -113,6 +123,11 @@ class _Core(Generic[R]):
         self.error_delivered = False
         self.id = next(_ids)
         self._producer: Producer | None = producer
+        # With `aproducer`, an async face whose sink never blocks runs the
+        # producer as a task on the consumer's event loop instead of a thread.
+        self._aproducer: AsyncProducer | None = aproducer
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._context = contextvars.copy_context()
         self._timeouts = timeouts
         self._lock = threading.Lock()
@@ -124,11 +139,14 @@ class _Core(Generic[R]):
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the producer in its own daemon thread (once)."""
+        """Start the producer in its own daemon thread, or as a task (once)."""
         if self.state is not _State.NEW:
             return
         self.state = _State.RUNNING
         self.t_start = self.last_event_t = monotonic()
+        if self._aproducer is not None:
+            self._start_task()
+            return
         thread = threading.Thread(target=self._work, name=f"callstream-{self.id}", daemon=True)
         try:
             thread.start()
@@ -144,9 +162,49 @@ class _Core(Generic[R]):
         self.state = _State.DONE
         self.stopping = True
         self._settle("cancelled", None)
+        self._cancel_task()
         if not self._sink_closed:
             self.sink.close()  # may raise (a KeyboardInterrupt): a later close() retries
             self._sink_closed = True
+
+    # -- the task-based producer ----------------------------------------------
+
+    def _start_task(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        # Created inside the caller's context copy: the task sees its contextvars.
+        self._task = self._context.run(loop.create_task, self._awork(), name=f"callstream-{self.id}")
+
+    def _cancel_task(self) -> None:
+        task, loop = self._task, self._loop
+        if task is None or loop is None or task.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task.cancel()
+        else:  # a finaliser or another thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
+                loop.call_soon_threadsafe(task.cancel)
+
+    async def _awork(self) -> None:
+        aproducer = self._aproducer
+        assert aproducer is not None
+        try:
+            value = await aproducer(self.make_emit())
+        except (Cancelled, asyncio.CancelledError) as exc:
+            self._settle("cancelled" if self.stopping or self.status != "running" else "error", exc)
+        except BaseException as exc:
+            self._settle("error", exc)
+        else:
+            self._settle("completed", value)
+        finally:
+            self._aproducer = None
+            try:
+                self.sink.finish()
+            finally:
+                self.worker_done = True
 
     def _settle(self, status: Status, value: Any) -> bool:
         """Record the terminal outcome; the first one recorded wins."""
@@ -263,6 +321,7 @@ class _Core(Generic[R]):
         return max(min(deadlines) - now, 0.0)
 
     def _close_sink_quietly(self) -> None:
+        self._cancel_task()
         if not self._sink_closed:
             self.sink.close()
             self._sink_closed = True

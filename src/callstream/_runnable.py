@@ -13,7 +13,7 @@ from ._core import Timeouts, _Core
 from ._handler import CallbackHandler, Filter
 from ._stream import Stream
 from .events import Event
-from .sinks import Sink, SinkName
+from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, make_sink
 
 __all__ = ("aiter_callbacks", "iter_callbacks")
 
@@ -54,6 +54,21 @@ def _aggregate(chunks: list[Any]) -> Any:
     return total
 
 
+def _output(handler: CallbackHandler, chunks: list[Any]) -> Any:
+    """What invoke returns: the root run's end value, or the chunks added up."""
+    output = handler.root_output if handler.has_root_output else _aggregate(chunks)
+    if isinstance(output, BaseMessageChunk):
+        output = message_chunk_to_message(output)
+    return output
+
+
+def _never_blocks(sink: Sink) -> bool:
+    """Whether `put` can never block (so it may run on the event loop's thread)."""
+    if isinstance(sink, (QueueSink, DequeSink)):
+        return True
+    return isinstance(sink, BoundedSink) and sink.overflow in ("drop_oldest", "drop_newest", "error")
+
+
 def _make_core(
     runnable: Runnable[Any, Any],
     input: Any,
@@ -63,6 +78,7 @@ def _make_core(
     timeout: float | None,
     first_token_timeout: float | None,
     idle_timeout: float | None,
+    on_loop: bool = False,
     **filters: Sequence[str] | None,
 ) -> _Core[Any]:
     if not isinstance(runnable, Runnable):
@@ -84,13 +100,17 @@ def _make_core(
         # Driven by stream(), as astream_events drives astream(): an LLM inside
         # a chain then streams token by token. The output is the root run's
         # end value (what invoke returns), or the chunks added up.
-        chunks = list(runnable.stream(input, run_config))
-        output = handler.root_output if handler.has_root_output else _aggregate(chunks)
-        if isinstance(output, BaseMessageChunk):
-            output = message_chunk_to_message(output)
-        return output
+        return _output(handler, list(runnable.stream(input, run_config)))
 
-    core: _Core[Any] = _Core(produce, sink, timeouts)
+    async def aproduce(emit: Any) -> Any:
+        handler = box[0]
+        run_config = _with_handler(config, handler)
+        if _is_legacy_chain(runnable):
+            return await runnable.ainvoke(input, run_config)
+        return _output(handler, [chunk async for chunk in runnable.astream(input, run_config)])
+
+    sink_ = make_sink(sink)
+    core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and _never_blocks(sink_) else None)
     box.append(CallbackHandler(core.make_emit(token=True), core.make_emit(token=False), filter_, lambda: core.stopping))
     return core
 
@@ -198,10 +218,16 @@ def aiter_callbacks(
             ...
     ```
 
-    The run is driven in a worker thread of its own (its sync path, like
-    `iter_callbacks`), so a slow model never blocks the event loop nor waits
-    for a slot in the loop's default executor. Components that only have an
-    async implementation (a coroutine-only tool) need a sync one too.
+    The run is driven by `runnable.astream()` as a task on the running event
+    loop, with no thread, when the sink never blocks (`"queue"`, `"deque"`, or
+    a `BoundedSink` with a `drop_*` or `"error"` policy): this scales to
+    thousands of concurrent streams, and async-only components (a
+    coroutine-only tool) work. With a sink that can block (`"bounded"`,
+    `"block"`/`"coalesce"` policies, or a custom `Sink`), the run is driven by
+    `runnable.stream()` in a worker thread of its own instead, so that
+    backpressure never blocks the event loop. Cancellation (`aclose()`,
+    leaving `async with`, a timeout, the task being cancelled) cancels the
+    producer task, which closes a chat model's HTTP response.
     """
     core = _make_core(
         runnable,
@@ -217,5 +243,6 @@ def aiter_callbacks(
         exclude_names=exclude_names,
         exclude_types=exclude_types,
         exclude_tags=exclude_tags,
+        on_loop=True,
     )
     return AsyncStream(core)

@@ -7,6 +7,7 @@ import itertools
 import time
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from langchain_core.output_parsers import StrOutputParser
@@ -23,7 +24,17 @@ _tags = itertools.count()
 def model(server: OpenAIServer, **opts: Any) -> tuple[ChatOpenAI, str]:
     tag = f"t{next(_tags)}"
     spec = ",".join(f"{k}={v}" for k, v in {**opts, "tag": tag}.items())
-    return ChatOpenAI(base_url=server.base_url, api_key="test-key", model=f"scripted:{spec}", max_retries=0), tag
+    # A fresh async HTTP client per model: langchain-openai otherwise shares one
+    # process-wide, whose pooled connections belong to the first event loop
+    # (each test runs its own asyncio.run).
+    chat = ChatOpenAI(
+        base_url=server.base_url,
+        api_key="test-key",
+        model=f"scripted:{spec}",
+        max_retries=0,
+        http_async_client=httpx.AsyncClient(),
+    )
+    return chat, tag
 
 
 def test_chat_openai_streams_and_output_matches_invoke(openai_server: OpenAIServer, face: str) -> None:

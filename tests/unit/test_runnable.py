@@ -637,3 +637,66 @@ def test_langsmith_style_tracer_in_config_is_not_displaced() -> None:
     root = tracer.roots[0]
     assert root.name == "RunnableSequence" and root.outputs == {"output": "ok"}
     assert [c.name for c in root.child_runs] == ["ChatPromptTemplate", "ScriptedChatModel", "StrOutputParser"]
+
+
+# -- the async face: a task on the loop, or a thread for blocking sinks ---------------------
+
+
+def worker_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("callstream-")]
+
+
+@pytest.mark.parametrize(("sink", "threaded"), [("queue", False), ("deque", False), ("bounded", True)])
+def test_aiter_callbacks_runs_on_the_loop_unless_the_sink_can_block(sink: str, threaded: bool) -> None:
+    model = ScriptedChatModel(responses=["abc"], delay=0.01)
+
+    async def go() -> tuple[str, list[str]]:
+        seen: list[str] = []
+        text = ""
+        async with callstream.aiter_callbacks(model, "hi", sink=sink) as s:
+            async for t in s.tokens():
+                seen += worker_threads()
+                text += t
+        return text, seen
+
+    text, seen = asyncio.run(go())
+    assert text == "abc"
+    assert bool(seen) is threaded
+
+
+def test_aiter_callbacks_runs_async_only_tools() -> None:
+    from langchain.agents import create_agent
+
+    @tool
+    async def lookup(a: int) -> str:
+        """An async-only tool."""
+        await asyncio.sleep(0)
+        return f"found {a}"
+
+    agent = create_agent(
+        ScriptedChatModel(respond=agent_script(tool="lookup", args={"a": 7}, answer="{result}")), tools=[lookup]
+    )
+
+    async def go() -> str:
+        return "".join([t async for t in callstream.aiter_callbacks(agent, {"messages": [("user", "x")]}).tokens()])
+
+    assert asyncio.run(go()) == "found 7"
+
+
+def test_task_producer_cancelled_from_another_thread() -> None:
+    model = ScriptedChatModel(responses=["x" * 5000], delay=0.001)
+
+    async def go() -> None:
+        stream = callstream.aiter_callbacks(model, "hi")
+        await stream.__aenter__()
+        await stream.__anext__()
+        t = threading.Thread(target=stream.close)  # a finaliser elsewhere
+        t.start()
+        t.join()
+        async for _ in stream:
+            pass
+        await asyncio.sleep(0.05)
+
+    asyncio.run(go())
+    assert model.finished.wait(2)
+    assert model.tokens_sent < 100

@@ -59,7 +59,10 @@ def test_error_event_is_safe_and_ends_cleanly(face: str) -> None:
     secret = RuntimeError("api key sk-SECRET leaked")
     raw = encode(face, (sse, asse), Counter(5, fail_after=2, error=secret))
     name, data = decode(raw)[-1]
-    assert name == "error" and json.loads(data) == {"type": "RuntimeError", "message": "the stream failed (RuntimeError)"}
+    assert name == "error" and json.loads(data) == {
+        "type": "RuntimeError",
+        "message": "the stream failed (RuntimeError)",
+    }
     assert b"sk-SECRET" not in raw and b"Traceback" not in raw
 
 
@@ -79,7 +82,11 @@ def test_heartbeat_while_silent(face: str) -> None:
 def test_ndjson_lines(face: str) -> None:
     raw = encode(face, (ndjson, andjson), Counter(2))
     lines = [json.loads(line) for line in raw.decode().splitlines() if line]
-    assert lines == [{"event": "token", "text": "t0"}, {"event": "token", "text": "t1"}, {"event": "done", "status": "completed"}]
+    assert lines == [
+        {"event": "token", "text": "t0"},
+        {"event": "token", "text": "t1"},
+        {"event": "done", "status": "completed"},
+    ]
 
 
 def test_text_mode_and_injection_attempt() -> None:
