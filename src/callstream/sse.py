@@ -17,7 +17,7 @@ What the frames guarantee (the HTML spec's event-stream format):
 - a final `event: done` (never an empty `data:`); a producer error becomes
   `event: error` with a safe message — no traceback reaches the client — and
   the response then ends cleanly;
-- `: ping` comments every `heartbeat` seconds while the model is silent, so a
+- `: ping` comment lines every `heartbeat` seconds while the model is silent, so a
   WSGI server notices a client that left (it only does on a write) and
   proxies keep the connection open.
 
@@ -73,7 +73,10 @@ DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error
 # on \u2028, \x85, \x1c... and would corrupt a token's text.
 _LINE_SEP: Final = re.compile(r"\r\n|\r|\n")
 
-PING: Final = b": ping\n\n"
+# A comment line with no blank line after it: a blank line would make
+# httpx-sse and openai's decoders (which keep the last event id) dispatch an
+# empty event; the spec ignores the comment either way.
+PING: Final = b": ping\n"
 
 
 def format_sse(data: str, *, event: str | None = None, id: str | None = None) -> bytes:

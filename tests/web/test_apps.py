@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import threading
+from pathlib import Path
 import time
 from typing import Any
 from urllib.parse import quote
@@ -32,8 +33,12 @@ def tag() -> str:
 def sse_events(app: AppServer, path: str) -> tuple[httpx.Headers, list[tuple[str, Any]]]:
     with httpx.Client(timeout=20) as client, connect_sse(client, "GET", app.url + path) as source:
         headers = source.response.headers
-        events = [(e.event, json.loads(e.data)) for e in source.iter_sse()]
-    return headers, events
+        raw = [(e.event, e.data) for e in source.iter_sse()]
+    try:
+        return headers, [(name, json.loads(data)) for name, data in raw]
+    except json.JSONDecodeError as exc:
+        Path("/tmp/bad_sse.txt").write_text(repr(raw))
+        raise AssertionError(f"{source.response.status_code} {headers}: {raw}") from exc
 
 
 def wait_until(pred: Any, timeout: float, what: str) -> float:
