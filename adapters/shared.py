@@ -11,6 +11,7 @@ and uvicorn without flags:
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 
+from callstream.sse import format_sse
 from callstream.testing import ScriptedChatModel, agent_script
 
 HEARTBEAT = float(os.environ.get("CALLSTREAM_HEARTBEAT", "15"))
@@ -103,8 +105,29 @@ async def atracked(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await aclose()
 
 
+def native_sse(q: str) -> Iterator[bytes]:
+    """The baseline the benchmarks compare with: the chain's own `stream()`, framed
+    as SSE by hand (no callstream: no cancellation, no heartbeat, no error event)."""
+    for text in chain().stream(chain_input(q)):
+        yield format_sse(json.dumps({"text": text}), event="token")
+    yield format_sse('{"status": "completed"}', event="done")
+
+
+async def anative_sse(q: str) -> AsyncIterator[bytes]:
+    """The async baseline: the chain's own `astream()`."""
+    async for text in chain().astream(chain_input(q)):
+        yield format_sse(json.dumps({"text": text}), event="token")
+    yield format_sse('{"status": "completed"}', event="done")
+
+
 def health() -> dict[str, Any]:
-    return {"status": "ok", "open_streams": _Open.count, "threads": threading.active_count()}
+    workers = sum(1 for t in threading.enumerate() if t.name.startswith("callstream-"))
+    return {
+        "status": "ok",
+        "open_streams": _Open.count,
+        "callstream_workers": workers,
+        "threads": threading.active_count(),
+    }
 
 
 def chain_input(q: str) -> dict[str, str]:

@@ -18,6 +18,8 @@ EXPECTED_ALL = [
     "StreamError",
     "StreamOverflow",
     "StreamTimeout",
+    "Summary",
+    "ToolCall",
     "afrom_callback",
     "aiter_callbacks",
     "from_callback",

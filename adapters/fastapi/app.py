@@ -35,6 +35,11 @@ async def stream(q: str = "") -> StreamingResponse:
     return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
 
 
+@app.get("/native")
+async def native(q: str = "") -> StreamingResponse:
+    return StreamingResponse(shared.anative_sse(q), headers=dict(SSE_HEADERS))
+
+
 @app.get("/agent")
 async def agent(q: str = "") -> StreamingResponse:
     events = callstream.aiter_callbacks(shared.agent(), shared.agent_input(q))

@@ -9,6 +9,8 @@ with callstream.from_callback(producer) as stream:
 
 from __future__ import annotations
 
+from ._answer import Summary as Summary
+from ._answer import ToolCall as ToolCall
 from ._astream import AsyncStream as AsyncStream
 from ._astream import afrom_callback as afrom_callback
 from ._runnable import aiter_callbacks as aiter_callbacks
@@ -39,6 +41,8 @@ __all__ = [
     "StreamError",
     "StreamOverflow",
     "StreamTimeout",
+    "Summary",
+    "ToolCall",
     "afrom_callback",
     "aiter_callbacks",
     "from_callback",

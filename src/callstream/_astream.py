@@ -10,6 +10,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from ._answer import AnswerFilter
 from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter, text_of
 from ._stream import _as_producer, _BaseStream
 from .events import Event
@@ -84,8 +85,6 @@ class AsyncStream(_BaseStream[T]):
 
     async def _items(self, idle: float | None = None) -> AsyncIterator[Any]:
         """Items, and IDLE whenever `idle` seconds pass without one (heartbeats)."""
-        if self._mode != "items":
-            self._claim("items")
         parts = self._parts
         while True:
             batch = self._pending
@@ -124,7 +123,7 @@ class AsyncStream(_BaseStream[T]):
                 if batch:
                     return batch
                 if done or core.stopping:
-                    core.end(self._delivered)
+                    core.end(self._delivered, self._tokens_delivered())
                     raise StopAsyncIteration
                 wait = core.wait_time()
                 if wait == 0:
@@ -148,17 +147,28 @@ class AsyncStream(_BaseStream[T]):
             if fut is not None and not fut.done():
                 sink.set_wakeup(None)
 
-    def tokens(self) -> AsyncIterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int = 120) -> AsyncIterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         The stream is closed when the generator ends or is closed (or
         finalised by the event loop), so no `async with` is needed.
+        `answer_only` and `holdback` are as for `Stream.tokens`.
 
         Raises:
             RuntimeError: the stream itself was already iterated.
         """
         self._claim("tokens")
+        if answer_only:
+            return self._answer_tokens(AnswerFilter(holdback))
         return self._tokens()
+
+    async def _answer_tokens(self, answers: AnswerFilter) -> AsyncIterator[str]:
+        try:
+            async for item in self._items():
+                for text in answers.feed(item):
+                    yield text
+        finally:
+            self.close()
 
     async def _tokens(self) -> AsyncIterator[str]:
         parts = self._parts

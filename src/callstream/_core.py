@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Final, Generic, Literal, TypeVar
 
+from ._answer import StreamStats
 from .errors import StreamTimeout, TimeoutName
 from .events import Event
 from .sinks import Cancelled, Sink, SinkName, SinkStatistics, make_sink
@@ -133,6 +134,8 @@ class _Core(Generic[R]):
         self._lock = threading.Lock()
         self._sink_closed = False
         self.t_start = 0.0
+        self.t_end: float | None = None
+        self.stats = StreamStats()
         self.first_token_t: float | None = None
         self.last_event_t = 0.0
 
@@ -143,7 +146,7 @@ class _Core(Generic[R]):
         if self.state is not _State.NEW:
             return
         self.state = _State.RUNNING
-        self.t_start = self.last_event_t = monotonic()
+        self.t_start = self.last_event_t = self.stats.started = monotonic()
         if self._aproducer is not None:
             self._start_task()
             return
@@ -212,6 +215,7 @@ class _Core(Generic[R]):
             if self.status == "running":
                 self.status = status
                 self.value = value
+                self.t_end = monotonic()
                 return True
         if status == "error" and self.status == "timeout":
             add_note(self.value, f"callstream: the producer then raised {value!r}")
@@ -318,6 +322,8 @@ class _Core(Generic[R]):
             deadlines.append(self.t_start + t.first)
         if t.idle is not None:
             deadlines.append(self.last_event_t + t.idle)
+        if not deadlines:  # only a first-token limit, and the first token came
+            return None
         return max(min(deadlines) - now, 0.0)
 
     def _close_sink_quietly(self) -> None:
@@ -326,7 +332,7 @@ class _Core(Generic[R]):
             self.sink.close()
             self._sink_closed = True
 
-    def end(self, delivered: int) -> None:
+    def end(self, delivered: int, tokens: int) -> None:
         """The buffer is drained and the producer is done: tell the consumer.
 
         Returns normally for a completed or cancelled stream (end of
@@ -338,7 +344,11 @@ class _Core(Generic[R]):
             self.error_delivered = True
             exc: BaseException = self.value
             if self.status == "error":
-                add_note(exc, f"callstream: raised by the producer after {delivered} item(s) were delivered")
+                add_note(
+                    exc,
+                    f"callstream: raised by the producer after {tokens} token(s) were delivered "
+                    f"({delivered} item(s) in all)",
+                )
             self._close_sink_quietly()
             raise exc
 

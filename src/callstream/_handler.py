@@ -11,6 +11,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
 
+from ._answer import StreamStats
 from .events import Event, EventKind
 
 Emit = Callable[[Any], None]
@@ -69,6 +70,8 @@ class _Run(NamedTuple):
     metadata: Mapping[str, Any]
     run_type: str
     visible: bool
+    #: False for runs tagged "nostream" (LangGraph's convention): no token events
+    tokens: bool = True
 
 
 def _name(name: str | None, serialized: Mapping[str, Any] | None, default: str) -> str:
@@ -96,6 +99,17 @@ def _content_text(content: Any) -> str:
     return "".join(parts)
 
 
+def _tools(kwargs: Mapping[str, Any]) -> dict[str, list[str]]:
+    """`{"tools": [names]}` when the model call was given tools, else {}."""
+    params = kwargs.get("invocation_params") or {}
+    tools = params.get("tools") or params.get("functions") or []
+    names = []
+    for t in tools:
+        fn = t.get("function", t) if isinstance(t, Mapping) else None
+        names.append(str(fn.get("name", "")) if isinstance(fn, Mapping) else str(t))
+    return {"tools": names} if names else {}
+
+
 class CallbackHandler(BaseCallbackHandler):
     """Turns every callback of a run into an `Event` and emits it.
 
@@ -108,7 +122,15 @@ class CallbackHandler(BaseCallbackHandler):
     run_inline = True  # keep callback order in async callback managers
     raise_error = True  # an error in here must never make a token vanish silently
 
-    def __init__(self, emit_token: Emit, emit_event: Emit, filter: Filter | None, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        emit_token: Emit,
+        emit_event: Emit,
+        filter: Filter | None,
+        stopping: Callable[[], bool],
+        stats: StreamStats | None = None,
+    ) -> None:
+        self.stats = stats if stats is not None else StreamStats()
         self._emit_token = emit_token
         self._emit_event = emit_event
         self._filter = filter
@@ -148,7 +170,8 @@ class CallbackHandler(BaseCallbackHandler):
             parents = (str(parent_run_id),) if parent_run_id is not None else ()
         tags_ = tuple(tags or ())
         visible = self._filter is None or self._filter.admits(name, run_type, tags_)
-        run = _Run(name, str(run_id), parents, tags_, MappingProxyType(metadata or {}), run_type, visible)
+        metadata_ = MappingProxyType(metadata or {})
+        run = _Run(name, str(run_id), parents, tags_, metadata_, run_type, visible, "nostream" not in tags_)
         self._runs[run_id] = run
         if visible:
             self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
@@ -185,9 +208,9 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name_ = _name(name, serialized, "chat_model")
-        self._start(
-            "llm_start", "chat_model", run_id, parent_run_id, name_, tags, metadata, {"input": {"messages": messages}}
-        )
+        self.stats.llm_calls += 1
+        data = {"input": {"messages": messages}, **_tools(kwargs)}
+        self._start("llm_start", "chat_model", run_id, parent_run_id, name_, tags, metadata, data)
 
     def on_llm_start(
         self,
@@ -202,6 +225,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name_ = _name(name, serialized, "llm")
+        self.stats.llm_calls += 1
         self._start("llm_start", "llm", run_id, parent_run_id, name_, tags, metadata, {"input": {"prompts": prompts}})
 
     def on_llm_new_token(
@@ -213,8 +237,9 @@ class CallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
+        self.stats.on_token()
         run = self._runs.get(run_id)
-        if run is None or not run.visible:
+        if run is None or not run.visible or not run.tokens:
             return
         if chunk is None:
             text = token if type(token) is str else _content_text(token)
@@ -251,6 +276,7 @@ class CallbackHandler(BaseCallbackHandler):
                 output = message_chunk_to_message(message) if isinstance(message, BaseMessageChunk) else message
             else:
                 output = gen.text
+        self.stats.on_llm_end(output)
         data: Mapping[str, Any] = {"output": output}
         if run is not None and run.run_type == "llm":
             data = {"output": {"generations": response.generations, "llm_output": response.llm_output}}
@@ -300,12 +326,16 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         data = {"input": inputs if inputs is not None else input_str}
-        self._start("tool_start", "tool", run_id, parent_run_id, _name(name, serialized, "tool"), tags, metadata, data)
+        name_ = _name(name, serialized, "tool")
+        self.stats.on_tool_start(str(run_id), name_, data["input"])
+        self._start("tool_start", "tool", run_id, parent_run_id, name_, tags, metadata, data)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.stats.on_tool_end(str(run_id), result=output)
         self._end("tool_end", run_id, {"output": output}, output)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self.stats.on_tool_end(str(run_id), error=error)
         self._end("tool_error", run_id, {"error": error})
 
     def on_retriever_start(

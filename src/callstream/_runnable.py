@@ -111,7 +111,8 @@ def _make_core(
 
     sink_ = make_sink(sink)
     core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and _never_blocks(sink_) else None)
-    box.append(CallbackHandler(core.make_emit(token=True), core.make_emit(token=False), filter_, lambda: core.stopping))
+    emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
+    box.append(CallbackHandler(emit_token, emit_event, filter_, lambda: core.stopping, core.stats))
     return core
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from ._answer import AnswerFilter, StreamStats, Summary
 from ._core import (
     EMPTY,
     IDLE,
@@ -39,6 +40,7 @@ class _BaseStream(Generic[T]):
         self._core = core
         self._pending: deque[Any] = EMPTY
         self._parts: list[str] = []
+        self._merged = 0  # parts folded into one by `text`: still counted as tokens
         self._delivered = 0
         # who iterates: None (nobody yet), "items" (the stream itself) or "tokens"
         self._mode: Literal["items", "tokens"] | None = None
@@ -47,8 +49,12 @@ class _BaseStream(Generic[T]):
     def text(self) -> str:
         """The token text delivered so far, concatenated (partial after an error)."""
         if len(self._parts) > 1:
+            self._merged += len(self._parts) - 1
             self._parts[:] = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
+
+    def _tokens_delivered(self) -> int:
+        return len(self._parts) + self._merged
 
     @property
     def status(self) -> Status:
@@ -74,6 +80,21 @@ class _BaseStream(Generic[T]):
     def statistics(self) -> SinkStatistics:
         """The sink's statistics (buffered items, peak, waiting producers...)."""
         return self._core.statistics()
+
+    @property
+    def stats(self) -> StreamStats:
+        """Live figures, updated as the run goes (tokens, LLM calls, tool calls, usage)."""
+        return self._core.stats
+
+    @property
+    def summary(self) -> Summary:
+        """How the stream went, on every exit path: status, text, tool calls,
+        usage, time to first token, tokens/s, longest gap, LLM calls, peak
+        sink depth (a snapshot; `status` is `"running"` until the end)."""
+        core = self._core
+        error = core.value if core.status in ("error", "timeout") else None
+        peak = core.statistics().peak
+        return core.stats.summary(core.status, self.text, peak, error, core.t_end, self._tokens_delivered())
 
     def close(self) -> None:
         """Stop the producer at its next callback and end iteration.
@@ -163,8 +184,6 @@ class Stream(_BaseStream[T]):
         # is about twice as cheap as a method call, and this runs per token.
         # With `idle`, IDLE is yielded whenever that long passes without an
         # item (the web encoders' heartbeat).
-        if self._mode != "items":
-            self._claim("items")
         parts = self._parts
         batch = self._pending
         while True:
@@ -206,7 +225,7 @@ class Stream(_BaseStream[T]):
             if batch:
                 return batch
             if done or core.stopping:
-                core.end(self._delivered)
+                core.end(self._delivered, self._tokens_delivered())
                 raise StopIteration
             if not yielded:
                 # Let a busy producer run before we block: it then hands over a
@@ -223,18 +242,36 @@ class Stream(_BaseStream[T]):
                     return deque()
                 wait = min(wait, left)
 
-    def tokens(self) -> Iterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int = 120) -> Iterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         For `iter_callbacks`, the text of token events; for `from_callback`,
         the `str` items. The stream is closed when the generator ends, is
         closed, or is garbage-collected, so no `with` is needed.
 
+        Args:
+            answer_only: yield only the text of LLM calls that end without
+                calling a tool (an agent's answer, not its "Let me look that
+                up"). A call with tools bound is held back until a tool-call
+                chunk shows it was a preamble (dropped), `holdback` characters
+                arrived without one (released, then streamed), or it ends.
+                Calls with no tools bound stream at once.
+            holdback: characters to hold back, see `answer_only`.
+
         Raises:
             RuntimeError: the stream itself was already iterated.
         """
         self._claim("tokens")
+        if answer_only:
+            return self._answer_tokens(AnswerFilter(holdback))
         return self._tokens()
+
+    def _answer_tokens(self, answers: AnswerFilter) -> Iterator[str]:
+        try:
+            for item in self._items():
+                yield from answers.feed(item)
+        finally:
+            self.close()
 
     def _tokens(self) -> Iterator[str]:
         parts = self._parts

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -54,15 +53,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
     out.write(f"\n\033[1m== {title} ==\033[0m\n")
-    t0 = time.monotonic()
-    first: float | None = None
-    tokens = 0
     with iter_callbacks(runnable, inputs, timeout=timeout) as stream:
         for event in stream:
             if event.kind == "token" and event.text:
-                if first is None:
-                    first = time.monotonic() - t0
-                tokens += 1
                 out.write(event.text)
             elif event.kind == "tool_start":
                 args = event.data.get("input")
@@ -71,11 +64,16 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) ->
                 output = getattr(event.data.get("output"), "content", event.data.get("output"))
                 out.write(f"  \033[36m← {event.name}: {output}\033[0m\n")
             out.flush()
-    elapsed = time.monotonic() - t0
-    rate = tokens / (elapsed - (first or 0)) if elapsed > (first or 0) else 0.0
+    s = stream.summary
+    tools = ", ".join(
+        f"{t.name} → {getattr(t.result, 'content', t.result) if t.error is None else t.error}" for t in s.tool_calls
+    )
+    tools = tools or "none"
     out.write(
-        f"\n\033[2m[{tokens} tokens · first token after {first or 0:.3f} s · "
-        f"{rate:.0f} tokens/s · {elapsed:.2f} s in all · status {stream.status}]\033[0m\n"
+        f"\n\033[2m[status {s.status} · {s.tokens} tokens from {s.llm_calls} LLM call(s) · "
+        f"first token after {s.time_to_first_token or 0:.3f} s · {s.tokens_per_second or 0:.0f} tokens/s · "
+        f"longest gap {s.longest_gap or 0:.3f} s · peak sink depth {s.peak_sink_depth} · "
+        f"{s.duration:.2f} s in all · tool calls: {tools}]\033[0m\n"
     )
 
 

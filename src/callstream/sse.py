@@ -121,6 +121,7 @@ class Encoder:
         kinds: which event kinds to send (default `DEFAULT_KINDS`).
         error_message: what a client is told about an exception.
         include_empty: send token events whose text is empty (tool-call chunks).
+        summary: put `stream.summary` in the final `done` event.
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class Encoder:
         kinds: Collection[str] = DEFAULT_KINDS,
         error_message: Callable[[BaseException], str] = default_error_message,
         include_empty: bool = False,
+        summary: bool = False,
     ) -> None:
         if format not in ("sse", "sse-text", "ndjson"):
             raise ValueError(f"format must be 'sse', 'sse-text' or 'ndjson', not {format!r}")
@@ -137,6 +139,7 @@ class Encoder:
         self.kinds = frozenset(kinds)
         self.error_message = error_message
         self.include_empty = include_empty
+        self.summary = summary
         self._id = 0
 
     def payload(self, item: Any) -> tuple[str, dict[str, Any]] | None:
@@ -175,6 +178,8 @@ class Encoder:
         return b"\n" if self.format == "ndjson" else PING
 
     def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes:
+        if self.summary:
+            return self.frame("done", {"status": stream.status, "summary": _safe(stream.summary.to_dict())})
         return self.frame("done", {"status": stream.status})
 
     def error(self, exc: BaseException) -> bytes:
@@ -233,6 +238,7 @@ def sse(
     kinds: Collection[str] = DEFAULT_KINDS,
     text: bool = False,
     error_message: Callable[[BaseException], str] = default_error_message,
+    summary: bool = False,
 ) -> Iterator[bytes]:
     """Encode a `Stream` as Server-Sent Events, for WSGI (Django, Flask).
 
@@ -243,9 +249,10 @@ def sse(
         text: send token text as raw `data:` lines instead of JSON (a decoder
             gives it back with CR and CRLF turned into LF).
         error_message: what the client is told about a producer error.
+        summary: send `stream.summary` in the final `done` event.
     """
     _check(stream, Stream, "sse")
-    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message)
+    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
     return _encode(stream, encoder, heartbeat)
 
 
@@ -256,10 +263,11 @@ def asse(
     kinds: Collection[str] = DEFAULT_KINDS,
     text: bool = False,
     error_message: Callable[[BaseException], str] = default_error_message,
+    summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`, for ASGI (FastAPI, Starlette, Django under ASGI)."""
     _check(stream, AsyncStream, "asse")
-    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message)
+    encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
     return _aencode(stream, encoder, heartbeat)
 
 
@@ -269,13 +277,14 @@ def ndjson(
     heartbeat: float | None = 15.0,
     kinds: Collection[str] = DEFAULT_KINDS,
     error_message: Callable[[BaseException], str] = default_error_message,
+    summary: bool = False,
 ) -> Iterator[bytes]:
     """One JSON object per line (`{"event": "token", "text": ...}`), then `{"event": "done"}`.
 
     The heartbeat is an empty line, which line-oriented JSON readers skip.
     """
     _check(stream, Stream, "ndjson")
-    return _encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message), heartbeat)
+    return _encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)
 
 
 def andjson(
@@ -284,7 +293,8 @@ def andjson(
     heartbeat: float | None = 15.0,
     kinds: Collection[str] = DEFAULT_KINDS,
     error_message: Callable[[BaseException], str] = default_error_message,
+    summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `ndjson`."""
     _check(stream, AsyncStream, "andjson")
-    return _aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message), heartbeat)
+    return _aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)

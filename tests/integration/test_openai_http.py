@@ -224,3 +224,27 @@ def test_with_retry_and_fallbacks_over_http_make_no_new_request(openai_server: O
     time.sleep(0.05)
     assert len(openai_server.stats(tag)) == 1 and openai_server.stats(backup_tag) == []
     assert starts == 1
+
+
+def test_answer_only_and_summary_over_http(openai_server: OpenAIServer, face: str) -> None:
+    # Issue 7 against the server's tool-calling mode (text streams after the tool result).
+    from langchain.agents import create_agent
+
+    chat, tag = model(openai_server)
+    agent = create_agent(chat, tools=[multiply])
+    inputs = {"messages": [("user", "2 times 2?")]}
+    fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
+    stream = fn(agent, inputs)
+    if face == "sync":
+        text = "".join(stream.tokens(answer_only=True))
+    else:
+
+        async def go() -> str:
+            return "".join([t async for t in stream.tokens(answer_only=True)])
+
+        text = asyncio.run(go())
+    assert text == "The answer is 4."
+    s = stream.summary
+    assert s.status == "completed" and s.llm_calls == 2
+    assert [(t.name, t.args) for t in s.tool_calls] == [("multiply", {"a": 2, "b": 2})]
+    assert len(openai_server.stats(tag)) == 2

@@ -99,7 +99,7 @@ def test_producer_error_same_object_after_prefix(face: str, sink: str) -> None:
     assert stream.status == "error"
     frames = [f.f_code.co_name for f, _ in traceback.walk_tb(info.value.__traceback__)]
     assert "__call__" in frames  # the producer's frame is in the traceback
-    assert any("3 item(s) were delivered" in n for n in info.value.__notes__)
+    assert any("after 3 token(s) were delivered" in n for n in info.value.__notes__)
     with pytest.raises(RuntimeError, match="status 'error'"):
         _ = stream.output
     assert counter.finished.wait(2)

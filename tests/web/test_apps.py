@@ -10,8 +10,8 @@ import socket
 import struct
 import subprocess
 import threading
-from pathlib import Path
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -197,3 +197,15 @@ def test_page_renders_stream_in_headless_chromium(app: AppServer, tmp_path: Any)
     assert "done: completed" in dom, proc.stderr[-2000:]
     assert "→ get_weather" in dom
     assert "The answer is 18°C and sunny in otters." in dom
+
+
+def test_repeated_disconnects_leave_no_worker(app: AppServer) -> None:
+    # F45 at CI size (benchmarks/web.py runs 1,000 per server): RST after the first token.
+    if app.name == "flask-gunicorn-sync":
+        pytest.skip("/health counts one worker of four")
+    for _ in range(50):
+        sock = raw_get(app, "/stream?q=" + quote("[[tokens=2000,delay_ms=1]]"))
+        read_until(sock, b"event: token")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    wait_until(lambda: (h := app.health())["open_streams"] == 0 and h["callstream_workers"] == 0, 5.0, "workers to end")

@@ -7,5 +7,6 @@ urlpatterns = [
     path("health", views.health),
     path("stream", views.stream),
     path("agent", views.agent),
+    path("native", views.native),
     path("v1/chat/completions", views.chat_completions),
 ]

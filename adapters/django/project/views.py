@@ -40,6 +40,12 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.chain(), shared.chain_input(request.GET.get("q", "")))
 
 
+def native(request: HttpRequest) -> StreamingHttpResponse:
+    q = request.GET.get("q", "")
+    body = shared.anative_sse(q) if isinstance(request, ASGIRequest) else shared.native_sse(q)
+    return StreamingHttpResponse(body, headers=SSE_HEADERS)
+
+
 def agent(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
 
