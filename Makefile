@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check lint format bench clean
+.PHONY: install demo test check lint format bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,19 +18,22 @@ demo: $(STAMP)
 	$(PY) -m callstream demo
 
 check: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks adapters
-	$(PY) -m ruff format --check src tests benchmarks adapters
+	$(PY) -m ruff check src tests benchmarks adapters docs
+	$(PY) -m ruff format --check src tests benchmarks adapters docs
 	$(PY) -m mypy --strict src
 
 test: check
 	$(PY) -m pytest -q
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests benchmarks adapters
-	$(PY) -m ruff check --fix src tests benchmarks adapters
+	$(PY) -m ruff format src tests benchmarks adapters docs
+	$(PY) -m ruff check --fix src tests benchmarks adapters docs
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

@@ -14,7 +14,7 @@ assert got == ["a", "b", "c"]
 
 slow = ScriptedChatModel(responses=["late"], ttft=2.0)
 try:
-    for token in callstream.iter_callbacks(slow, "hi", first_token_timeout=0.1).tokens():
+    for _token in callstream.iter_callbacks(slow, "hi", first_token_timeout=0.1).tokens():
         pass
 except callstream.StreamTimeout as exc:
     print("timed out:", exc.limit, exc)

@@ -166,10 +166,13 @@ def iter_callbacks(
         first_token_timeout: seconds until the first token event (any token
             event counts, a tool-call chunk included; start events do not).
         idle_timeout: seconds allowed between two events.
-        include_names, include_types, include_tags, exclude_names,
-        exclude_types, exclude_tags: the `astream_events` filters, applied to
-            each run (types: `"chat_model"`, `"llm"`, `"chain"`, `"tool"`,
-            `"retriever"`, `"prompt"`, `"parser"`).
+        include_names: only runs with these names (the `astream_events` filters).
+        include_types: only runs of these types (`"chat_model"`, `"llm"`,
+            `"chain"`, `"tool"`, `"retriever"`, `"prompt"`, `"parser"`).
+        include_tags: only runs with one of these tags.
+        exclude_names: never runs with these names (excludes win).
+        exclude_types: never runs of these types.
+        exclude_tags: never runs with one of these tags.
 
     Raises:
         TypeError: `runnable` is not a `Runnable`, `sink` is neither a name nor
