@@ -654,3 +654,29 @@ def test_interpreter_exit_not_blocked(tmp_path: Any, how: str) -> None:
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=10)
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 3
+
+
+def test_keyboard_interrupt_inside_close_then_second_close_finishes() -> None:
+    # F14 variant: a sink hook raises KeyboardInterrupt in the first close();
+    # a second close() (the user's, gc or atexit) completes the cancel.
+    class Flaky:
+        def __init__(self) -> None:
+            self.inner = callstream.QueueSink()
+            self.failed = False
+
+        def close(self) -> None:
+            if not self.failed:
+                self.failed = True
+                raise KeyboardInterrupt
+            self.inner.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    counter = Counter(100_000, delay=0.0005)
+    stream = callstream.from_callback(counter, sink=Flaky())
+    next(stream)
+    with pytest.raises(KeyboardInterrupt):
+        stream.close()
+    stream.close()
+    assert counter.finished.wait(2)
