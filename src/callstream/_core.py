@@ -196,18 +196,30 @@ class _Core(Generic[R]):
         assert aproducer is not None
         try:
             value = await aproducer(self.make_emit())
-        except (Cancelled, asyncio.CancelledError) as exc:
-            self._settle("cancelled" if self.stopping or self.status != "running" else "error", exc)
         except BaseException as exc:
-            self._settle("error", exc)
+            self._record(exc, None)
         else:
-            self._settle("completed", value)
+            self._record(None, value)
         finally:
             self._aproducer = None
-            try:
-                self.sink.finish()
-            finally:
-                self.worker_done = True
+            self._worker_ended()
+
+    def _record(self, exc: BaseException | None, value: Any) -> None:
+        """Settle the producer's outcome: its return value, or its exception."""
+        if exc is None:
+            self._settle("completed", value)
+        elif isinstance(exc, (Cancelled, asyncio.CancelledError)) and (self.stopping or self.status != "running"):
+            # Ours: the consumer stopped us, or a deadline passed. Any other
+            # Cancelled (say, another stream's) is an error like any other.
+            self._settle("cancelled", exc)
+        else:
+            self._settle("error", exc)
+
+    def _worker_ended(self) -> None:
+        try:
+            self.sink.finish()
+        finally:
+            self.worker_done = True
 
     def _settle(self, status: Status, value: Any) -> bool:
         """Record the terminal outcome; the first one recorded wins."""
@@ -264,20 +276,13 @@ class _Core(Generic[R]):
         assert producer is not None
         try:
             value = self._context.run(producer, self.make_emit())
-        except Cancelled as exc:
-            # Ours when the consumer stopped us or a deadline passed; any other
-            # Cancelled (say, from another stream's sink) is an error.
-            self._settle("cancelled" if self.stopping or self.status != "running" else "error", exc)
         except BaseException as exc:
-            self._settle("error", exc)
+            self._record(exc, None)
         else:
-            self._settle("completed", value)
+            self._record(None, value)
         finally:
             self._producer = None
-            try:
-                self.sink.finish()
-            finally:
-                self.worker_done = True
+            self._worker_ended()
 
     # -- the consumer side ----------------------------------------------------
 
