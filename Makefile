@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m callstream demo
+	$(PY) -m callstream demo $(ARGS)
 
 check: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks adapters docs

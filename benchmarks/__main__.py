@@ -90,14 +90,18 @@ def transport(n: int, repeats: int) -> list[dict[str, Any]]:
             pass
         t.join()
 
-    def through(make: Callable[[], Any]) -> Callable[[], None]:
+    delivered: dict[str, int] = {}
+
+    def through(name: str, make: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
             def produce(emit: Callable[[Any], None]) -> None:
                 for x in items:
                     emit(x)
 
+            n_out = 0
             for _ in callstream.from_callback(produce, sink=make()):
-                pass
+                n_out += 1
+            delivered[name] = n_out
 
         return run
 
@@ -122,8 +126,11 @@ def transport(n: int, repeats: int) -> list[dict[str, Any]]:
         t = base if fn is None else median_time(fn, repeats)
         rows.append({"row": name, "items_per_s": n / t, "vs_queue": base / t})
     for name, make in SINKS.items():
-        t = median_time(through(make), repeats)
-        rows.append({"row": f"from_callback, {name}", "items_per_s": n / t, "vs_queue": base / t})
+        t = median_time(through(name, make), repeats)
+        # items/s counts items emitted; a drop policy delivers fewer of them
+        rows.append(
+            {"row": f"from_callback, {name}", "items_per_s": n / t, "vs_queue": base / t, "delivered": delivered[name]}
+        )
     return rows
 
 
@@ -151,6 +158,10 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
                 pass
 
         return run
+
+    def native_chain() -> None:
+        for _ in chain.stream({"q": "hi"}):
+            pass
 
     def ours_chain() -> None:
         for _ in callstream.iter_callbacks(chain, {"q": "hi"}, sink="deque").tokens():
@@ -219,6 +230,7 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
         ("iter_callbacks, QueueSink", ours("queue")),
         ("iter_callbacks, DequeSink", ours("deque")),
         ("iter_callbacks, BoundedSink", ours("bounded")),
+        ("native chain.stream() on prompt | model | parser", native_chain),
         ("iter_callbacks on prompt | model | parser, DequeSink", ours_chain),
         ("Queue + Thread + q.get(timeout=1) recipe", recipe),
         ("astream_events(v2) on prompt | model | parser", astream_events_chain),
@@ -435,6 +447,46 @@ def scale(sync_streams: int, async_streams: int, tokens: int) -> list[dict[str, 
     return rows
 
 
+def answer_only(repeats: int) -> list[dict[str, Any]]:
+    """The latency answer-only streaming adds to the first answer token."""
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from callstream.testing import agent_script
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    rows = []
+    for holdback in (0, 40, 80, 160):
+        plain, answer = [], []
+        for _ in range(repeats):
+            model = ScriptedChatModel(
+                respond=agent_script(tool="add", args={"a": 1, "b": 2}, answer="The sum is {result}. " * 20),
+                chunk_size=4,
+                delay=0.01,  # 100 chunks/s, 4 characters each
+            )
+            agent = create_agent(model, tools=[add])
+            inputs = {"messages": [("user", "1+2?")]}
+            for out, kw in ((plain, {}), (answer, {"answer_only": True, "holdback": holdback})):
+                t0 = time.monotonic()
+                tokens = callstream.iter_callbacks(agent, inputs).tokens(**kw)  # type: ignore[arg-type]
+                next(iter(tokens))
+                out.append(time.monotonic() - t0)
+                tokens.close()  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "row": f"answer_only, holdback={holdback} chars",
+                "first_token_ms_all_tokens": statistics.median(plain) * 1e3,
+                "first_answer_token_ms": statistics.median(answer) * 1e3,
+                "note": "both wait for the answer call (the tool call has no text); the difference is the holdback",
+            }
+        )
+    return rows
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -483,18 +535,21 @@ def main(argv: list[str] | None = None) -> int:
         "cancellation": lambda: cancellation(20 if q else 1_000),
         "memory": lambda: memory((1_000, 5_000) if q else (10_000, 100_000)),
         "scale": lambda: scale(16 if q else 256, 32 if q else 1000, 5 if q else 20),
+        "answer_only": lambda: answer_only(1 if q else 5),
         "reliability": lambda: __import__("benchmarks.reliability", fromlist=["run"]).run(quick=q),
     }
     chosen = args.only or list(sections)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "versions": versions()}
-    md = [f"# callstream benchmarks — {results['date']}", "", "Versions: " + json.dumps(results["versions"]), ""]
+    out = Path(args.out)
+    results: dict[str, Any] = {}
+    if args.only and (out / "latest.json").exists():  # refresh some sections, keep the others
+        results = json.loads((out / "latest.json").read_text())
+    results.update({"date": time.strftime("%Y-%m-%d"), "versions": versions()})
     for name in chosen:
         print(f"running {name}...", file=sys.stderr, flush=True)
-        rows = sections[name]()
-        results[name] = rows
-        md.append(table(name, rows))
-        print(table(name, rows), flush=True)
-    out = Path(args.out)
+        results[name] = sections[name]()
+        print(table(name, results[name]), flush=True)
+    md = [f"# callstream benchmarks — {results['date']}", "", "Versions: " + json.dumps(results["versions"]), ""]
+    md += [table(name, results[name]) for name in sections if name in results]
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "latest.md").write_text("\n".join(md))

@@ -39,6 +39,32 @@ def one(app: AppServer, route: str, q: str) -> tuple[float, float, int]:
     return first or 0.0, time.perf_counter() - t0, tokens
 
 
+def disconnect_latency(app: AppServer, upstream: OpenAIServer, n: int) -> dict[str, Any]:
+    """Client RST after the first token -> the upstream model server sees its client go."""
+    lat, after = [], []
+    for i in range(n):
+        tag = f"{app.name}-{i}"
+        sock = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        q = quote(f"[[tokens=5000,delay_ms=2,tag={tag}]]")
+        sock.sendall(f"GET /stream?q={q} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while b"event: token" not in data:
+            data += sock.recv(4096)
+        sent = upstream.stats(tag)[0]["sent"]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        t_close = time.monotonic()
+        sock.close()
+        row = upstream.wait_ended(tag, timeout=10)[0]
+        lat.append(row["t_end"] - t_close)
+        after.append(row["sent"] - sent)
+    lat.sort()
+    return {
+        "disconnect_p50_ms": lat[len(lat) // 2] * 1e3,
+        "disconnect_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+        "max_chunks_after_close": max(after),
+    }
+
+
 def disconnects(app: AppServer, n: int) -> dict[str, Any]:
     before = app.health()["callstream_workers"]
     for _ in range(n):
@@ -52,14 +78,15 @@ def disconnects(app: AppServer, n: int) -> dict[str, Any]:
         sock.close()
     deadline = time.monotonic() + 10
     health = app.health()
-    while (health["open_streams"] or health["threads"] > before) and time.monotonic() < deadline:
+    while (health["open_streams"] or health["callstream_workers"] > before) and time.monotonic() < deadline:
         time.sleep(0.05)
         health = app.health()
     return {
         "disconnects": n,
-        "threads_before": before,
-        "threads_after": health["threads"],
+        "workers_before": before,
+        "workers_after": health["callstream_workers"],
         "open_streams_after": health["open_streams"],
+        "server_threads_after": health["threads"],
     }
 
 
@@ -86,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours_tps = statistics.median(x[2] / x[1] for x in res["/stream"])
                 rows.append(
                     {
+                        **disconnect_latency(app, upstream, 50),
                         "row": name,
                         "ttfb_ms_native": native_ttfb * 1e3,
                         "ttfb_ms_callstream": ours_ttfb * 1e3,

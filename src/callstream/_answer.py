@@ -26,7 +26,7 @@ class AnswerFilter:
     or the call ends (released unless the final message has tool calls).
     """
 
-    def __init__(self, holdback: int = 120) -> None:
+    def __init__(self, holdback: int = 80) -> None:
         if not isinstance(holdback, int) or holdback < 0:
             raise ValueError(f"holdback must be an int >= 0 (characters), not {holdback!r}")
         self.holdback = holdback

@@ -147,7 +147,7 @@ class AsyncStream(_BaseStream[T]):
             if fut is not None and not fut.done():
                 sink.set_wakeup(None)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int = 120) -> AsyncIterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int = 80) -> AsyncIterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         The stream is closed when the generator ends or is closed (or

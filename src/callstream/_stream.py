@@ -242,7 +242,7 @@ class Stream(_BaseStream[T]):
                     return deque()
                 wait = min(wait, left)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int = 120) -> Iterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int = 80) -> Iterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         For `iter_callbacks`, the text of token events; for `from_callback`,

@@ -247,7 +247,13 @@ class ScriptedChatModel(BaseChatModel):
         response = self.respond(messages) if self.respond is not None else self.responses[index % len(self.responses)]
         return AIMessage(content=response) if isinstance(response, str) else response
 
-    def _chunks(self, message: AIMessage) -> list[AIMessageChunk]:
+    def _usage(self, messages: list[BaseMessage], output_tokens: int) -> dict[str, int]:
+        """Scripted token usage (about 4 characters a token in), as providers report it."""
+        chars = sum(len(str(m.content)) for m in messages)
+        inputs = chars // 4 + 1
+        return {"input_tokens": inputs, "output_tokens": output_tokens, "total_tokens": inputs + output_tokens}
+
+    def _chunks(self, message: AIMessage, messages: list[BaseMessage] | None = None) -> list[AIMessageChunk]:
         text = message.content if isinstance(message.content, str) else message.text
         chunks = [AIMessageChunk(content=p) for p in _pieces(text, self.chunk_size)]
         for i, call in enumerate(message.tool_calls):
@@ -264,6 +270,9 @@ class ScriptedChatModel(BaseChatModel):
                     content="", tool_call_chunks=[{"name": None, "args": args[half:], "id": None, "index": i}]
                 )
             )
+        if chunks and messages is not None:  # the last chunk reports usage, as providers' do
+            last = chunks[-1]
+            chunks[-1] = last.model_copy(update={"usage_metadata": self._usage(messages, len(chunks))})
         return chunks
 
     def _count(self, n: int) -> None:
@@ -283,8 +292,10 @@ class ScriptedChatModel(BaseChatModel):
             message = self._next(messages)
             if self.ttft:
                 time.sleep(self.ttft)
-            for n in range(len(self._chunks(message))):
+            n_chunks = len(self._chunks(message))
+            for n in range(n_chunks):
                 self._count(n)
+            message = message.model_copy(update={"usage_metadata": self._usage(messages, n_chunks)})
             return ChatResult(generations=[ChatGeneration(message=message)])
         finally:
             self._finished.set()
@@ -297,7 +308,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         try:
-            chunks = self._chunks(self._next(messages))
+            chunks = self._chunks(self._next(messages), messages)
             if self.ttft:
                 time.sleep(self.ttft)
             for n, chunk in enumerate(chunks):
@@ -319,7 +330,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         try:
-            chunks = self._chunks(self._next(messages))
+            chunks = self._chunks(self._next(messages), messages)
             if self.ttft:
                 await asyncio.sleep(self.ttft)
             for n, chunk in enumerate(chunks):

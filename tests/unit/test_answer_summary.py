@@ -191,3 +191,52 @@ def test_summary_in_the_final_sse_event() -> None:
 def test_answer_only_validation() -> None:
     with pytest.raises(ValueError, match="holdback"):
         callstream.iter_callbacks(ScriptedChatModel(), "hi").tokens(answer_only=True, holdback=-1)
+
+
+def preamble_model() -> ScriptedChatModel:
+    return ScriptedChatModel(
+        respond=agent_script(
+            tool="add", args={"a": 4, "b": 5}, preamble="Let me compute that. ", answer="It is {result}."
+        )
+    )
+
+
+def test_answer_only_with_agent_executor(face: str) -> None:
+    from langchain_classic.agents import AgentExecutor, create_tool_calling_agent
+    from langchain_core.prompts import ChatPromptTemplate
+
+    prompt = ChatPromptTemplate.from_messages([("human", "{input}"), ("placeholder", "{agent_scratchpad}")])
+    executor = AgentExecutor(agent=create_tool_calling_agent(preamble_model(), [add], prompt), tools=[add])
+    text, stream = answer(face, executor, {"input": "4+5?"})
+    assert text == "It is 9." == stream.output["output"]
+    assert [t.name for t in stream.summary.tool_calls] == ["add"]
+
+
+def test_answer_only_with_state_graph_and_tool_node(face: str) -> None:
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    model = preamble_model().bind_tools([add])
+
+    def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call_model)
+    graph.add_node("tools", ToolNode([add]))
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition)
+    graph.add_edge("tools", "model")
+    app = graph.compile()
+    text, stream = answer(face, app, QUESTION)
+    assert text == "It is 9." == stream.output["messages"][-1].content
+    assert stream.summary.llm_calls == 2
+
+
+def test_summary_sums_reported_usage() -> None:
+    model = preamble_model()
+    stream = callstream.iter_callbacks(agent_of(model), QUESTION)
+    "".join(stream.tokens())
+    usage = stream.summary.usage
+    assert usage is not None and usage["output_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
