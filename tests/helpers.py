@@ -103,3 +103,32 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
             names = [t.name for t in threading.enumerate()]
             raise AssertionError(f"timed out waiting for {what}; threads: {names}")
         time.sleep(0.001)
+
+
+class DelegatingSink:
+    """A custom Sink that forwards to a built-in one; tests override a method.
+
+    Methods are spelled out: `isinstance(x, Sink)` on Python 3.12+ looks them up
+    statically, so a `__getattr__` forwarder would not count as a Sink.
+    """
+
+    def __init__(self) -> None:
+        self.inner = callstream.QueueSink()
+
+    def put(self, item: Any) -> None:
+        self.inner.put(item)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def take(self, timeout: float | None) -> Any:
+        return self.inner.take(timeout)
+
+    def set_wakeup(self, fn: Any) -> None:
+        self.inner.set_wakeup(fn)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def statistics(self) -> Any:
+        return self.inner.statistics()

@@ -80,7 +80,8 @@ class Sink(Protocol):
     """What the stream needs from a buffer.
 
     `put` and `finish` run in the producer's thread; `take`, `set_wakeup` and
-    `close` in the consumer's. `close` and `set_wakeup` may also be called
+    `close` in the consumer's. Define the six methods on the class (on Python
+    3.12+, `isinstance(x, Sink)` does not see methods forwarded by `__getattr__`). `close` and `set_wakeup` may also be called
     from any other thread (a finaliser, a web server's disconnect handler).
     """
 

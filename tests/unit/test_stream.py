@@ -15,7 +15,7 @@ import pytest
 
 import callstream
 from callstream.sinks import Cancelled
-from tests.helpers import Counter, make, run, run_tokens, wait_until
+from tests.helpers import Counter, DelegatingSink, make, run, run_tokens, wait_until
 
 
 class AlwaysEqual:
@@ -132,19 +132,14 @@ def test_base_exceptions_reach_consumer(face: str, sink: str, exc_type: type[Bas
 def test_failing_sink_error_reaches_consumer(face: str) -> None:
     boom = OSError("sink broke")  # F27
 
-    class FailingSink:
-        def __init__(self) -> None:
-            self.inner = callstream.QueueSink()
-            self.n = 0
+    class FailingSink(DelegatingSink):
+        n = 0
 
         def put(self, item: Any) -> None:
             self.n += 1
             if self.n == 3:
                 raise boom
             self.inner.put(item)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
 
     s = FailingSink()
     stream = make(face, Counter(10), sink=s)
@@ -659,19 +654,14 @@ def test_interpreter_exit_not_blocked(tmp_path: Any, how: str) -> None:
 def test_keyboard_interrupt_inside_close_then_second_close_finishes() -> None:
     # F14 variant: a sink hook raises KeyboardInterrupt in the first close();
     # a second close() (the user's, gc or atexit) completes the cancel.
-    class Flaky:
-        def __init__(self) -> None:
-            self.inner = callstream.QueueSink()
-            self.failed = False
+    class Flaky(DelegatingSink):
+        failed = False
 
         def close(self) -> None:
             if not self.failed:
                 self.failed = True
                 raise KeyboardInterrupt
             self.inner.close()
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
 
     counter = Counter(100_000, delay=0.0005)
     stream = callstream.from_callback(counter, sink=Flaky())
