@@ -172,7 +172,7 @@ def sse(
     error_message: Callable[[BaseException], str] = default_error_message,
 ) -> Iterator[bytes]:
     """The OpenAI streaming wire format: `data: {chunk}` ... `data: [DONE]`."""
-    _check(stream, Stream, "sse")
+    _check(stream, Stream, "sse", heartbeat)
     return _encode(stream, WireEncoder(ChunkBuilder(model, tool_calls=tool_calls), error_message), heartbeat)
 
 
@@ -185,7 +185,7 @@ def asse(
     error_message: Callable[[BaseException], str] = default_error_message,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`."""
-    _check(stream, AsyncStream, "asse")
+    _check(stream, AsyncStream, "asse", heartbeat)
     return _aencode(stream, WireEncoder(ChunkBuilder(model, tool_calls=tool_calls), error_message), heartbeat)
 
 

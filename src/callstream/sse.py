@@ -31,13 +31,13 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, get_args
 
 from ._astream import AsyncStream
 from ._core import IDLE
 from ._stream import Stream
 from .errors import StreamError
-from .events import Event
+from .events import Event, EventKind
 
 __all__ = (
     "DEFAULT_KINDS",
@@ -135,6 +135,9 @@ class Encoder:
     ) -> None:
         if format not in ("sse", "sse-text", "ndjson"):
             raise ValueError(f"format must be 'sse', 'sse-text' or 'ndjson', not {format!r}")
+        unknown = set(kinds) - _KINDS
+        if isinstance(kinds, str) or unknown:
+            raise ValueError(f"unknown event kinds {sorted(unknown) or kinds!r}; accepted: {', '.join(sorted(_KINDS))}")
         self.format = format
         self.kinds = frozenset(kinds)
         self.error_message = error_message
@@ -225,7 +228,18 @@ async def _aencode(stream: AsyncStream[Any], encoder: _Frames, heartbeat: float 
         stream.close()
 
 
-def _check(stream: Any, cls: type, name: str) -> None:
+_KINDS: Final = frozenset(get_args(EventKind))
+
+
+def _check_heartbeat(heartbeat: float | None) -> None:
+    if heartbeat is not None and (
+        isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not heartbeat > 0
+    ):
+        raise ValueError(f"heartbeat must be a positive number of seconds, or None for none; got {heartbeat!r}")
+
+
+def _check(stream: Any, cls: type, name: str, heartbeat: float | None = None) -> None:
+    _check_heartbeat(heartbeat)
     if not isinstance(stream, cls):
         hint = "aiter_callbacks/afrom_callback" if cls is AsyncStream else "iter_callbacks/from_callback"
         raise TypeError(f"{name}() takes a {cls.__name__} (from {hint}), not {type(stream).__name__}")
@@ -251,7 +265,7 @@ def sse(
         error_message: what the client is told about a producer error.
         summary: send `stream.summary` in the final `done` event.
     """
-    _check(stream, Stream, "sse")
+    _check(stream, Stream, "sse", heartbeat)
     encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
     return _encode(stream, encoder, heartbeat)
 
@@ -266,7 +280,7 @@ def asse(
     summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`, for ASGI (FastAPI, Starlette, Django under ASGI)."""
-    _check(stream, AsyncStream, "asse")
+    _check(stream, AsyncStream, "asse", heartbeat)
     encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
     return _aencode(stream, encoder, heartbeat)
 
@@ -283,7 +297,7 @@ def ndjson(
 
     The heartbeat is an empty line, which line-oriented JSON readers skip.
     """
-    _check(stream, Stream, "ndjson")
+    _check(stream, Stream, "ndjson", heartbeat)
     return _encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)
 
 
@@ -296,5 +310,5 @@ def andjson(
     summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `ndjson`."""
-    _check(stream, AsyncStream, "andjson")
+    _check(stream, AsyncStream, "andjson", heartbeat)
     return _aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)

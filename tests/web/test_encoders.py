@@ -156,3 +156,9 @@ def test_openai_wire_format_ends_with_done_or_error() -> None:
     raw = b"".join(callstream.openai.sse(callstream.from_callback(Counter(5, fail_after=1))))
     last = raw.strip().split(b"\n\n")[-1]
     assert json.loads(last[len(b"data: ") :])["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize("kw", [{"heartbeat": 0}, {"heartbeat": -1.0}, {"kinds": ["tokens"]}, {"kinds": "token"}])
+def test_encoder_arguments_checked_at_the_call(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"heartbeat|event kinds"):
+        sse(callstream.from_callback(Counter(1)), **kw)
