@@ -123,20 +123,22 @@ def chunks(
     stream: Stream[Any], *, model: str = "callstream", tool_calls: bool = False
 ) -> Iterator[ChatCompletionChunk]:
     """Yield `openai.types.chat.ChatCompletionChunk` objects, as `stream=True` does."""
+    _check(stream, Stream, "chunks")
     from openai.types.chat import ChatCompletionChunk
 
-    for data in _dicts(stream, ChunkBuilder(model, tool_calls=tool_calls)):
-        yield ChatCompletionChunk.model_validate(data)
+    builder = ChunkBuilder(model, tool_calls=tool_calls)
+    return (ChatCompletionChunk.model_validate(d) for d in _dicts(stream, builder))
 
 
-async def achunks(
+def achunks(
     stream: AsyncStream[Any], *, model: str = "callstream", tool_calls: bool = False
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of `chunks`."""
+    _check(stream, AsyncStream, "achunks")
     from openai.types.chat import ChatCompletionChunk
 
-    async for data in _adicts(stream, ChunkBuilder(model, tool_calls=tool_calls)):
-        yield ChatCompletionChunk.model_validate(data)
+    builder = ChunkBuilder(model, tool_calls=tool_calls)
+    return (ChatCompletionChunk.model_validate(d) async for d in _adicts(stream, builder))
 
 
 def _wire(data: dict[str, Any]) -> bytes:

@@ -162,3 +162,10 @@ def test_openai_wire_format_ends_with_done_or_error() -> None:
 def test_encoder_arguments_checked_at_the_call(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"heartbeat|event kinds"):
         sse(callstream.from_callback(Counter(1)), **kw)
+
+
+def test_openai_chunks_reject_the_wrong_face() -> None:
+    with pytest.raises(TypeError, match="AsyncStream"):
+        callstream.openai.achunks(callstream.from_callback(Counter(1)))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Stream"):
+        callstream.openai.chunks(callstream.afrom_callback(Counter(1)))  # type: ignore[arg-type]
