@@ -118,12 +118,12 @@ def check_sink(make_sink: Callable[[], Sink], *, timeout: float = 5.0) -> None:
     sink.close()
     sink.close()  # idempotent
     assert not sink.take(0), "items survived close()"
-    try:
-        sink.put("b")
-    except Cancelled:
-        pass
-    else:
-        raise AssertionError("put() after close() did not raise Cancelled")
+    for late in ("b", None, 0, False, ""):  # falsy items too (anyio #731)
+        try:
+            sink.put(late)
+        except Cancelled:
+            continue
+        raise AssertionError(f"put({late!r}) after close() did not raise Cancelled")
     assert sink.statistics().closed
 
     # 5. set_wakeup fires once on the next put
