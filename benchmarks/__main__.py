@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import callstream
+from benchmarks.reliability import recipe_with_timeout
 from callstream.testing import ScriptedChatModel
 
 RESULTS = Path(__file__).parent / "results"
@@ -138,7 +139,6 @@ def transport(n: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
-    from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
 
@@ -169,24 +169,7 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
 
     def recipe() -> None:
         # the widely copied recipe: a handler that puts tokens, a thread, a None sentinel
-        q: queue.Queue[Any] = queue.Queue()
-
-        class Handler(BaseCallbackHandler):
-            def on_llm_new_token(self, token: str, **kw: Any) -> None:
-                q.put(token)
-
-            def on_llm_end(self, response: Any, **kw: Any) -> None:
-                q.put(None)
-
-        t = threading.Thread(target=lambda: streaming.invoke("hi", {"callbacks": [Handler()]}))
-        t.start()
-        while True:
-            try:
-                if q.get(timeout=1) is None:
-                    break
-            except queue.Empty:
-                break
-        t.join()
+        recipe_with_timeout(streaming, lambda token: True)
 
     def astream_events_chain() -> None:
         async def go() -> None:

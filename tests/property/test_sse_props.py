@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from httpx_sse._decoders import SSEDecoder as HttpxDecoder
 from hypothesis import given, settings
@@ -16,24 +17,21 @@ texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled
 )
 
 
-def decode_httpx(raw: bytes) -> list[tuple[str, str, str]]:
-    decoder = HttpxDecoder()
+def _decode(decoder: Any, raw: bytes) -> list[tuple[str | None, str, str | None]]:
     out = []
     for line in _LINE_SEP.split(raw.decode())[:-1]:  # the text after the last newline is no line
         event = decoder.decode(line)
         if event is not None:
             out.append((event.event, event.data, event.id))
     return out
+
+
+def decode_httpx(raw: bytes) -> list[tuple[str | None, str, str | None]]:
+    return _decode(HttpxDecoder(), raw)
 
 
 def decode_openai(raw: bytes) -> list[tuple[str | None, str, str | None]]:
-    decoder = OpenAIDecoder()
-    out = []
-    for line in _LINE_SEP.split(raw.decode())[:-1]:  # the text after the last newline is no line
-        event = decoder.decode(line)
-        if event is not None:
-            out.append((event.event, event.data, event.id))
-    return out
+    return _decode(OpenAIDecoder(), raw)
 
 
 @settings(max_examples=10_000)
