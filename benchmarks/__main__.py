@@ -350,6 +350,14 @@ def scale(sync_streams: int, async_streams: int, tokens: int) -> list[dict[str, 
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    def scale_row(n: int, elapsed: float, firsts: list[float], peak: int) -> dict[str, Any]:
+        return {
+            "tokens_per_s": n * tokens / elapsed,
+            "ttft_p50_ms": pct(firsts, 50) * 1e3,
+            "ttft_p99_ms": pct(firsts, 99) * 1e3,
+            "peak_threads": peak,
+        }
+
     def threaded(n: int, make: Callable[[], Iterator[Any]]) -> dict[str, Any]:
         firsts: list[float] = []
         lock = threading.Lock()
@@ -375,12 +383,7 @@ def scale(sync_streams: int, async_streams: int, tokens: int) -> list[dict[str, 
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t0
-        return {
-            "tokens_per_s": n * tokens / elapsed,
-            "ttft_p50_ms": pct(firsts, 50) * 1e3,
-            "ttft_p99_ms": pct(firsts, 99) * 1e3,
-            "peak_threads": peak[0],
-        }
+        return scale_row(n, elapsed, firsts, peak[0])
 
     def in_tasks(n: int, make: Callable[[], Any]) -> dict[str, Any]:
         peak = [threading.active_count()]
@@ -400,12 +403,7 @@ def scale(sync_streams: int, async_streams: int, tokens: int) -> list[dict[str, 
         t0 = time.monotonic()
         firsts = asyncio.run(main())
         elapsed = time.monotonic() - t0
-        return {
-            "tokens_per_s": n * tokens / elapsed,
-            "ttft_p50_ms": pct(firsts, 50) * 1e3,
-            "ttft_p99_ms": pct(firsts, 99) * 1e3,
-            "peak_threads": peak[0],
-        }
+        return scale_row(n, elapsed, firsts, peak[0])
 
     rows = []
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = [

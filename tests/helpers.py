@@ -132,3 +132,19 @@ class DelegatingSink:
 
     def statistics(self) -> Any:
         return self.inner.statistics()
+
+
+def drain_into(face: str, stream: Any, got: list[Any]) -> None:
+    """Iterate `stream` in its context manager with either face, appending to
+    `got` as items arrive, so the items before an exception stay visible."""
+    if face == "sync":
+        with stream as s:
+            got.extend(s)
+        return
+
+    async def go() -> None:
+        async with stream as s:
+            async for item in s:
+                got.append(item)
+
+    asyncio.run(go())

@@ -16,6 +16,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 import callstream
+from tests.helpers import drain_into
 from tests.openai_server import OpenAIServer
 
 _tags = itertools.count()
@@ -139,16 +140,8 @@ def test_create_agent_over_http_with_tool_calls(openai_server: OpenAIServer, fac
     agent = create_agent(chat, tools=[multiply])
     inputs = {"messages": [("user", "what is 2 times 2?")]}
     stream = (callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks)(agent, inputs)
-    if face == "sync":
-        with stream as s:
-            events = list(s)
-    else:
-
-        async def go() -> list[Any]:
-            async with stream as s:
-                return [e async for e in s]
-
-        events = asyncio.run(go())
+    events: list[Any] = []
+    drain_into(face, stream, events)
     assert [e.kind for e in events if e.kind == "llm_start"] == ["llm_start", "llm_start"]
     assert ("tool_end", "multiply") in [(e.kind, e.name) for e in events]
     assert "".join(e.text for e in events if e.kind == "token") == "The answer is 4."

@@ -23,6 +23,7 @@ from langchain_core.tools import tool
 import callstream
 from callstream import Event
 from callstream.testing import ScriptedChatModel, ScriptedLLM, agent_script, tool_call
+from tests.helpers import drain_into
 
 # -- helpers: one body for both faces ------------------------------------------
 
@@ -34,16 +35,8 @@ def stream_for(face: str, runnable: Any, input: Any, **kw: Any) -> Any:
 
 def collect(face: str, runnable: Any, input: Any, **kw: Any) -> tuple[list[Event], Any]:
     stream = stream_for(face, runnable, input, **kw)
-    if face == "sync":
-        with stream as s:
-            events = list(s)
-    else:
-
-        async def go() -> list[Event]:
-            async with stream as s:
-                return [e async for e in s]
-
-        events = asyncio.run(go())
+    events: list[Event] = []
+    drain_into(face, stream, events)
     return events, stream
 
 
@@ -298,17 +291,7 @@ def test_model_error_mid_stream_after_tokens(face: str) -> None:
     stream = stream_for(face, chain, {"x": 1})
     got: list[Event] = []
     with pytest.raises(ValueError) as info:
-        if face == "sync":
-            with stream as s:
-                got.extend(s)
-        else:
-
-            async def go() -> None:
-                async with stream as s:
-                    async for e in s:
-                        got.append(e)
-
-            asyncio.run(go())
+        drain_into(face, stream, got)
     assert info.value is error
     assert tokens(got) == ["a", "b", "c"]
     assert stream.text == "abc"
@@ -402,17 +385,7 @@ def test_first_token_timeout_ignores_non_token_events(face: str) -> None:
     stream = stream_for(face, chain, "hi", first_token_timeout=0.15)
     t0 = time.monotonic()
     with pytest.raises(callstream.StreamTimeout) as info:
-        if face == "sync":
-            with stream as s:
-                got.extend(s)
-        else:
-
-            async def go() -> None:
-                async with stream as s:
-                    async for e in s:
-                        got.append(e)
-
-            asyncio.run(go())
+        drain_into(face, stream, got)
     assert info.value.limit == "first_token_timeout"
     assert 0.15 <= time.monotonic() - t0 < 0.3
     assert "llm_start" in [e.kind for e in got]
