@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,12 +38,21 @@ def callstream_threads() -> list[threading.Thread]:
 
 
 def wait_for_no_workers(deadline: float = 5.0) -> None:
+    # A full collection finalises streams held in cycles; it is run now and
+    # then, not on every poll: on the large heap of a whole test session a
+    # collection holds the GIL long enough to starve hundreds of exiting workers.
     end = time.monotonic() + deadline
+    next_gc = 0.0
     while callstream_threads():
         if time.monotonic() > end:
-            names = ", ".join(t.name for t in callstream_threads()[:10])
-            raise AssertionError(f"callstream worker threads still alive: {names}")
-        gc.collect()
+            alive = callstream_threads()
+            names = ", ".join(t.name for t in alive[:10])
+            frames = sys._current_frames()
+            stack = "".join(traceback.format_stack(frames[alive[0].ident])) if alive[0].ident in frames else ""
+            raise AssertionError(f"{len(alive)} callstream worker threads still alive: {names}\n{stack}")
+        if time.monotonic() >= next_gc:
+            gc.collect()
+            next_gc = time.monotonic() + 0.25
         time.sleep(0.005)
 
 

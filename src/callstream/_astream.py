@@ -144,7 +144,7 @@ class AsyncStream(_BaseStream[T]):
                     timer.cancel()
                 fut = None
         finally:
-            if fut is not None and not fut.done():
+            if fut is not None and (not fut.done() or fut.cancelled()):  # not woken: disarm
                 sink.set_wakeup(None)
 
     def tokens(self, *, answer_only: bool = False, holdback: int = 80) -> AsyncIterator[str]:
