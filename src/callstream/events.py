@@ -25,6 +25,7 @@ EventKind = Literal[
     "agent_action",
     "agent_finish",
     "custom",
+    "preamble",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -46,6 +47,7 @@ _PHASE = {
     "retriever_error": "error",
     "agent_action": "agent_action",
     "agent_finish": "agent_finish",
+    "preamble": "preamble",
 }
 
 
@@ -54,6 +56,11 @@ class Event(NamedTuple):
 
     Attributes:
         kind: what happened (`"token"`, `"llm_start"`, `"tool_end"`, ...).
+            `"preamble"` is callstream's own: sent just before the `llm_end` of
+            a chat-model call that ended calling tools, when that call had
+            streamed text; `data["text"]` is that text, which was a preamble
+            ("Let me look that up"), not the answer. A UI that showed the
+            call's tokens (same `run_id`) takes them back on this event.
         name: the run's name (`"ChatOpenAI"`, `"RunnableSequence"`, a tool name).
         run_id: the run's id, as a string.
         parent_ids: the ids of the enclosing runs, root first.
