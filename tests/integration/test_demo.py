@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from callstream.cli import ANSWER, demo, main
-from tests.openai_server import OpenAIServer
+from callstream.testing import OpenAIServer
 
 
 class Args:
