@@ -2,7 +2,12 @@
 
 By default both run on the embedded scripted model (no network, no API key).
 `--base-url` and `--model` point them at any OpenAI-compatible server instead
-(`OPENAI_API_KEY` is used when set).
+(`OPENAI_API_KEY` is used when set; needs the `openai` extra). The agent part
+needs the `agents` extra; without it the chain part runs and a line says so.
+
+As a command-line tool should, it reports an error in one line on stderr and
+exits non-zero: 1 for a failed run (an unreachable server, a model error, a
+timeout), 2 for bad arguments, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,10 +31,17 @@ ANSWER = (
 )
 
 
+class _Failed(Exception):
+    """A failure already worded for the user: `main` prints it as one line."""
+
+
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     """The chat models for the chain and for the agent."""
     if args.base_url:
-        from langchain_openai import ChatOpenAI
+        try:
+            from langchain_openai import ChatOpenAI
+        except ImportError:
+            raise _Failed("--base-url needs the openai extra: pip install 'callstream[openai]'") from None
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
         chat = ChatOpenAI(base_url=args.base_url, model=args.model, api_key=key)  # type: ignore[arg-type]
@@ -77,16 +89,21 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) ->
     )
 
 
+AGENTS_MISSING = "(the agent part of the demo needs the agents extra: pip install 'callstream[agents]')"
+
+
 def demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run the demo, writing to `out`: the chain, then the agent if the `agents` extra is installed."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.tools import tool
 
     try:
         from langchain.agents import create_agent
-    except ImportError:  # pragma: no cover - the demo extra is missing
-        out.write("The agent demo needs `pip install 'callstream[agents]'`.\n")
-        return 1
+    except ImportError:  # the agents extra is not installed: the chain part still runs
+        have_agents = False
+    else:
+        have_agents = True
 
     @tool
     def get_weather(city: str) -> str:
@@ -96,13 +113,64 @@ def demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     chain_model, agent_model = _models(args)
     chain = ChatPromptTemplate.from_template("Explain {topic} in three sentences.") | chain_model | StrOutputParser()
     _run("chain: prompt | model | parser", chain, {"topic": "callstream"}, out, args.timeout)
+    if not have_agents:
+        out.write(f"\n{AGENTS_MISSING}\n")
+        return 0
     agent = create_agent(agent_model, tools=[get_weather])
     question = {"messages": [("user", "What's the weather in Paris?")]}
     _run("agent: create_agent with a tool", agent, question, out, args.timeout)
     return 0
 
 
+def _one_line(exc: BaseException, base_url: str | None) -> str:
+    """`exc` as the one line a command-line user needs (no traceback, no notes)."""
+    if isinstance(exc, _Failed):
+        return str(exc)
+    kinds = {cls.__name__ for cls in type(exc).__mro__}  # the openai SDK's errors, without importing it
+    text = _first_line(exc)
+    if base_url and "APIConnectionError" in kinds:  # refused, unknown host, timed out...
+        return f"cannot reach the model server at {base_url}: {_root_cause(exc)}"
+    if base_url and "APIStatusError" in kinds:
+        return f"the model server at {base_url} answered: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost explained cause: the SDK's "Connection error." wraps httpx's "[Errno 111] Connection refused"."""
+    text = _first_line(exc)
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+        text = _first_line(exc) or text
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _end_line() -> None:
+    """End the demo's partial line on stdout, so that the message on stderr starts a line."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout closed (a pipe whose reader left)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `callstream` command: returns the exit status (0, 1 on a failed run, 130 on Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # The stream was closed on the way out (its `with`): the model stops at its next callback.
+        _end_line()
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="callstream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="stream a chain and a tool-using agent in the terminal")
@@ -111,7 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--delay", type=float, default=0.03, help="scripted model: seconds between tokens")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each run")
     args = parser.parse_args(argv)
-    return demo(args)
+    try:
+        return demo(args)
+    except Exception as exc:  # a failed run: one line, not a traceback
+        _end_line()
+        print(f"error: {_one_line(exc, args.base_url)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
