@@ -91,9 +91,19 @@ def test_server_defaults_and_bad_option() -> None:
         OpenAIServer(token=3)
 
 
+# `python -m callstream.testing.openai_server ARGS`, in a child whose SIGINT raises KeyboardInterrupt
+# even when this test run ignores SIGINT (as a background job does, and a child inherits that).
+RUN_SERVER = """
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv[0] = "openai_server"
+runpy.run_module("callstream.testing.openai_server", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_server_from_the_command_line() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callstream.testing.openai_server", "--port", "0", "--tokens", "4", "--delay-ms", "1"],
+        [sys.executable, "-c", RUN_SERVER, "--port", "0", "--tokens", "4", "--delay-ms", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
