@@ -16,10 +16,13 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ._runnable import iter_callbacks
+from ._stream import Stream
+from .events import Event
 
 __all__ = ("main",)
 
@@ -63,9 +66,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     return chain_model, agent_model
 
 
-def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
-    out.write(f"\n\033[1m== {title} ==\033[0m\n")
-    with iter_callbacks(runnable, inputs, timeout=timeout) as stream:
+def _show(stream: Stream[Event], out: TextIO) -> None:
+    """The demo's consumer: print tokens and tool calls as they come."""
+    with stream:
         for event in stream:
             if event.kind == "token" and event.text:
                 out.write(event.text)
@@ -76,6 +79,41 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) ->
                 output = getattr(event.data.get("output"), "content", event.data.get("output"))
                 out.write(f"  \033[36m← {event.name}: {output}\033[0m\n")
             out.flush()
+
+
+def _consume(stream: Stream[Event], out: TextIO) -> None:
+    """`_show(stream, out)` in a helper thread while this (main) thread waits for it.
+
+    Ctrl-C raises KeyboardInterrupt in the main thread at an arbitrary point. Were
+    the main thread the consumer, it could land just as a lock inside the sink
+    was taken (the interpreter checks for signals between taking a lock and
+    entering the `with` that releases it), leaving that lock held, and `close()`
+    would then wait for it forever. Here it lands in the wait: the main thread
+    closes the stream, which ends the consumer's loop and stops the run.
+    """
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            _show(stream, out)
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    consumer = threading.Thread(target=consume, name="demo-consumer", daemon=True)
+    consumer.start()
+    try:
+        consumer.join()
+    except KeyboardInterrupt:
+        stream.close()  # the model stops at its next callback; nothing waits for it
+        raise
+    if failure:
+        raise failure[0]
+
+
+def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
+    out.write(f"\n\033[1m== {title} ==\033[0m\n")
+    stream = iter_callbacks(runnable, inputs, timeout=timeout)
+    _consume(stream, out)
     s = stream.summary
     tools = ", ".join(
         f"{t.name} → {getattr(t.result, 'content', t.result) if t.error is None else t.error}" for t in s.tool_calls
@@ -164,7 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        # The stream was closed on the way out (its `with`): the model stops at its next callback.
         _end_line()
         print("interrupted", file=sys.stderr)
         return 130
