@@ -26,7 +26,14 @@ EXPECTED_ALL = [
     "iter_callbacks",
 ]
 
-PUBLIC_MODULES = ["callstream.errors", "callstream.events", "callstream.sinks", "callstream.testing", "callstream.cli"]
+PUBLIC_MODULES = [
+    "callstream.errors",
+    "callstream.events",
+    "callstream.sinks",
+    "callstream.testing",
+    "callstream.testing.openai_server",
+    "callstream.cli",
+]
 
 
 def test_all_is_the_documented_surface() -> None:

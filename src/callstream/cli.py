@@ -2,7 +2,12 @@
 
 By default both run on the embedded scripted model (no network, no API key).
 `--base-url` and `--model` point them at any OpenAI-compatible server instead
-(`OPENAI_API_KEY` is used when set).
+(`OPENAI_API_KEY` is used when set; needs the `openai` extra). The agent part
+needs the `agents` extra; without it the chain part runs and a line says so.
+
+As a command-line tool should, it reports an error in one line on stderr and
+exits non-zero: 1 for a failed run (an unreachable server, a model error, a
+timeout), 2 for bad arguments, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ._runnable import iter_callbacks
+from ._stream import Stream
+from .events import Event
 
 __all__ = ("main",)
 
@@ -26,10 +34,17 @@ ANSWER = (
 )
 
 
+class _Failed(Exception):
+    """A failure already worded for the user: `main` prints it as one line."""
+
+
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     """The chat models for the chain and for the agent."""
     if args.base_url:
-        from langchain_openai import ChatOpenAI
+        try:
+            from langchain_openai import ChatOpenAI
+        except ImportError:
+            raise _Failed("--base-url needs the openai extra: pip install 'callstream[openai]'") from None
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
         chat = ChatOpenAI(base_url=args.base_url, model=args.model, api_key=key)  # type: ignore[arg-type]
@@ -51,9 +66,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     return chain_model, agent_model
 
 
-def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
-    out.write(f"\n\033[1m== {title} ==\033[0m\n")
-    with iter_callbacks(runnable, inputs, timeout=timeout) as stream:
+def _show(stream: Stream[Event], out: TextIO) -> None:
+    """The demo's consumer: print tokens and tool calls as they come."""
+    with stream:
         for event in stream:
             if event.kind == "token" and event.text:
                 out.write(event.text)
@@ -64,6 +79,41 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) ->
                 output = getattr(event.data.get("output"), "content", event.data.get("output"))
                 out.write(f"  \033[36m← {event.name}: {output}\033[0m\n")
             out.flush()
+
+
+def _consume(stream: Stream[Event], out: TextIO) -> None:
+    """`_show(stream, out)` in a helper thread while this (main) thread waits for it.
+
+    Ctrl-C raises KeyboardInterrupt in the main thread at an arbitrary point. Were
+    the main thread the consumer, it could land just as a lock inside the sink
+    was taken (the interpreter checks for signals between taking a lock and
+    entering the `with` that releases it), leaving that lock held, and `close()`
+    would then wait for it forever. Here it lands in the wait: the main thread
+    closes the stream, which ends the consumer's loop and stops the run.
+    """
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            _show(stream, out)
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    consumer = threading.Thread(target=consume, name="demo-consumer", daemon=True)
+    consumer.start()
+    try:
+        consumer.join()
+    except KeyboardInterrupt:
+        stream.close()  # the model stops at its next callback; nothing waits for it
+        raise
+    if failure:
+        raise failure[0]
+
+
+def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
+    out.write(f"\n\033[1m== {title} ==\033[0m\n")
+    stream = iter_callbacks(runnable, inputs, timeout=timeout)
+    _consume(stream, out)
     s = stream.summary
     tools = ", ".join(
         f"{t.name} → {getattr(t.result, 'content', t.result) if t.error is None else t.error}" for t in s.tool_calls
@@ -77,16 +127,21 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float) ->
     )
 
 
+AGENTS_MISSING = "(the agent part of the demo needs the agents extra: pip install 'callstream[agents]')"
+
+
 def demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Run the demo, writing to `out`: the chain, then the agent if the `agents` extra is installed."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.tools import tool
 
     try:
         from langchain.agents import create_agent
-    except ImportError:  # pragma: no cover - the demo extra is missing
-        out.write("The agent demo needs `pip install 'callstream[agents]'`.\n")
-        return 1
+    except ImportError:  # the agents extra is not installed: the chain part still runs
+        have_agents = False
+    else:
+        have_agents = True
 
     @tool
     def get_weather(city: str) -> str:
@@ -96,13 +151,63 @@ def demo(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     chain_model, agent_model = _models(args)
     chain = ChatPromptTemplate.from_template("Explain {topic} in three sentences.") | chain_model | StrOutputParser()
     _run("chain: prompt | model | parser", chain, {"topic": "callstream"}, out, args.timeout)
+    if not have_agents:
+        out.write(f"\n{AGENTS_MISSING}\n")
+        return 0
     agent = create_agent(agent_model, tools=[get_weather])
     question = {"messages": [("user", "What's the weather in Paris?")]}
     _run("agent: create_agent with a tool", agent, question, out, args.timeout)
     return 0
 
 
+def _one_line(exc: BaseException, base_url: str | None) -> str:
+    """`exc` as the one line a command-line user needs (no traceback, no notes)."""
+    if isinstance(exc, _Failed):
+        return str(exc)
+    kinds = {cls.__name__ for cls in type(exc).__mro__}  # the openai SDK's errors, without importing it
+    text = _first_line(exc)
+    if base_url and "APIConnectionError" in kinds:  # refused, unknown host, timed out...
+        return f"cannot reach the model server at {base_url}: {_root_cause(exc)}"
+    if base_url and "APIStatusError" in kinds:
+        return f"the model server at {base_url} answered: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost explained cause: the SDK's "Connection error." wraps httpx's "[Errno 111] Connection refused"."""
+    text = _first_line(exc)
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+        text = _first_line(exc) or text
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _end_line() -> None:
+    """End the demo's partial line on stdout, so that the message on stderr starts a line."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout closed (a pipe whose reader left)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `callstream` command: returns the exit status (0, 1 on a failed run, 130 on Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _end_line()
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="callstream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="stream a chain and a tool-using agent in the terminal")
@@ -111,7 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--delay", type=float, default=0.03, help="scripted model: seconds between tokens")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each run")
     args = parser.parse_args(argv)
-    return demo(args)
+    try:
+        return demo(args)
+    except Exception as exc:  # a failed run: one line, not a traceback
+        _end_line()
+        print(f"error: {_one_line(exc, args.base_url)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.openai_server import OpenAIServer
+from callstream.testing import OpenAIServer
 from tests.web.conftest import AppServer
 
 _tags = itertools.count()
