@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+#: the apps' body limit in the tests: small, so a body past it fits in the socket buffers
+MAX_BODY = 65536
 
 SERVERS: dict[str, list[str]] = {
     "flask-gunicorn-gthread": ["gunicorn", "-k", "gthread", "--threads", "64", "adapters.flask.app:app"],
@@ -56,6 +58,7 @@ class AppServer:
             "CALLSTREAM_BASE_URL": upstream,
             "CALLSTREAM_MODEL": "scripted:tokens=20,delay_ms=1",
             "CALLSTREAM_HEARTBEAT": "0.2",
+            "CALLSTREAM_MAX_BODY": str(MAX_BODY),
             "OPENAI_API_KEY": "test-key",
             "PYTHONPATH": str(ROOT),
         }
