@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +22,9 @@ from adapters import shared, validation
 from adapters.validation import ApiError
 from callstream.sse import SSE_HEADERS, asse
 
-app = FastAPI(title="callstream reference app")
+# no redirect from `/path/` to `/path`: a 404, as in the other apps
+app = FastAPI(title="callstream reference app", redirect_slashes=False)
+GET = ["GET", "HEAD"]  # HEAD with GET, as Flask and Starlette's own routes do
 logger = logging.getLogger("adapters.fastapi")
 
 
@@ -58,31 +61,44 @@ async def crash(request: Request, exc: Exception) -> Response:
     return _error(validation.server_error())
 
 
-@app.get("/", response_class=HTMLResponse)
+@app.api_route("/", methods=GET, response_class=HTMLResponse)
 async def index() -> str:
     return shared.INDEX_HTML
 
 
-@app.get("/health")
+@app.api_route("/health", methods=GET)
 def health() -> dict[str, Any]:  # sync on purpose: it must not starve behind streams
     return shared.health()
 
 
-@app.get("/stream")
-async def stream(q: str = "") -> StreamingResponse:
-    events = callstream.aiter_callbacks(shared.chain(), shared.chain_input(q))
-    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+def _sse(request: Request, body: Callable[[], AsyncIterator[bytes]]) -> Response:
+    """An SSE response; for HEAD the headers only (Starlette would run the stream to drop its bytes)."""
+    if request.method == "HEAD":
+        return Response(headers=dict(SSE_HEADERS))
+    return StreamingResponse(body(), headers=dict(SSE_HEADERS))
 
 
-@app.get("/native")
-async def native(q: str = "") -> StreamingResponse:
-    return StreamingResponse(shared.anative_sse(q), headers=dict(SSE_HEADERS))
+@app.api_route("/stream", methods=GET)
+async def stream(request: Request, q: str = "") -> Response:
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.chain(), shared.chain_input(q))
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
 
 
-@app.get("/agent")
-async def agent(q: str = "") -> StreamingResponse:
-    events = callstream.aiter_callbacks(shared.agent(), shared.agent_input(q))
-    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+@app.api_route("/native", methods=GET)
+async def native(request: Request, q: str = "") -> Response:
+    return _sse(request, lambda: shared.anative_sse(q))
+
+
+@app.api_route("/agent", methods=GET)
+async def agent(request: Request, q: str = "") -> Response:
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.agent(), shared.agent_input(q))
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
 
 
 async def _read_body(request: Request) -> bytes:

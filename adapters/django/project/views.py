@@ -42,9 +42,14 @@ def route(*methods: str) -> Callable[[View], View]:
             if request.method not in allowed:
                 return _error(validation.method_not_allowed(str(request.method), allowed))
             try:
-                return view(request, *args, **kwargs)
+                response = view(request, *args, **kwargs)
             except ApiError as err:
                 return _error(err)
+            if request.method == "HEAD" and isinstance(response, StreamingHttpResponse):
+                # the headers only: gunicorn would run the whole stream to drop its bytes
+                response.close()
+                return HttpResponse(status=response.status_code, headers=dict(response.headers))
+            return response
 
         return wrapper
 
