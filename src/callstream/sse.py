@@ -215,9 +215,10 @@ class Encoder:
         """One frame (or none: b""), after the text held back from the last token, if any."""
         text_token = self.format == "sse-text" and name == "token"
         out = b""
-        if self._held and not text_token:  # the pair was never completed: a lone surrogate
+        if self._held and not text_token:  # the pair was never completed: a lone surrogate, U+FFFD
             held, self._held = self._held, ""
-            out = self._frame("token", {"text": held})
+            self._id += 1
+            out = format_sse(held, event="token", id=str(self._id))
         return out + self._frame(name, payload)
 
     def _frame(self, name: str, payload: dict[str, Any]) -> bytes:
