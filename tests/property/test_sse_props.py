@@ -11,6 +11,7 @@ tests/web/test_browser.py.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from typing import Any
 
@@ -78,7 +79,7 @@ def as_utf8(text: str) -> str:
 def pieces(raw: bytes, cuts: list[int]) -> list[bytes]:
     """`raw` cut at the given positions (modulo its length): a network's arbitrary boundaries."""
     at = sorted({c % len(raw) for c in cuts} | {0, len(raw)}) if raw else [0]
-    return [raw[a:b] for a, b in zip(at, at[1:])]
+    return [raw[a:b] for a, b in itertools.pairwise(at)]
 
 
 def emitting(tokens: list[Any]) -> Any:
