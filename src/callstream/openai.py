@@ -51,7 +51,7 @@ from ._astream import AsyncStream
 from ._core import IDLE
 from ._stream import Stream
 from .events import Event
-from .sse import PING, _aencode, _check, _encode, _safe, default_error_message, json_text, logger, utf8
+from .sse import PING, _aencode, _check, _encode, _json_text, _safe, _utf8, default_error_message, logger
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -282,7 +282,7 @@ def achunks(
 
 
 def _wire(data: dict[str, Any]) -> bytes:
-    return utf8("data: " + json_text(data) + "\n\n")
+    return _utf8("data: " + _json_text(data) + "\n\n")
 
 
 class WireEncoder:

@@ -92,7 +92,7 @@ def format_sse(data: str, *, event: str | None = None, id: str | None = None) ->
 
     The frame is UTF-8, as the spec requires: a surrogate pair held as two code
     points is joined, a lone surrogate becomes U+FFFD (JSON callers escape
-    surrogates first, see `json_text`).
+    surrogates first).
     """
     head = ""
     event = _LINE_SEP.sub("", event or "")
@@ -101,10 +101,10 @@ def format_sse(data: str, *, event: str | None = None, id: str | None = None) ->
     if id is not None:
         head += "id: " + _LINE_SEP.sub("", id).replace("\0", "") + "\n"
     body = "".join("data: " + line + "\n" for line in _LINE_SEP.split(data))
-    return utf8(head + body + "\n")
+    return _utf8(head + body + "\n")
 
 
-def utf8(text: str) -> bytes:
+def _utf8(text: str) -> bytes:
     """`text` as UTF-8, never failing: surrogate pairs joined, lone surrogates as U+FFFD."""
     try:
         return text.encode()
@@ -123,12 +123,12 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-def json_text(value: Any) -> str:
+def _json_text(value: Any) -> str:
     """`value` as one line of JSON that encodes to UTF-8 and survives any line splitter."""
     return _JSON_UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False, allow_nan=False))
 
 
-def is_high_surrogate(char: str) -> bool:
+def _is_high_surrogate(char: str) -> bool:
     return "\ud800" <= char <= "\udbff"
 
 
@@ -224,20 +224,20 @@ class Encoder:
     def _frame(self, name: str, payload: dict[str, Any]) -> bytes:
         if self.format == "ndjson":
             self._id += 1
-            return (json_text({"event": name, **payload}) + "\n").encode()
+            return (_json_text({"event": name, **payload}) + "\n").encode()
         if self.format == "sse-text" and name == "token":
             # UTF-8 text: keep a trailing high surrogate until the next token,
             # which may start with its low half (a model that split an emoji).
             text = self._held + payload["text"]
             self._held = ""
-            if text and is_high_surrogate(text[-1]):
+            if text and _is_high_surrogate(text[-1]):
                 self._held, text = text[-1], text[:-1]
             if not text:
                 return b""
             self._id += 1
             return format_sse(text, event=name, id=str(self._id))
         self._id += 1
-        return format_sse(json_text(payload), event=name, id=str(self._id))
+        return format_sse(_json_text(payload), event=name, id=str(self._id))
 
     def item(self, item: Any) -> bytes | None:
         if item is IDLE:

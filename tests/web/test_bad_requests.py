@@ -140,10 +140,20 @@ def check_error(response: httpx.Response, status: int, code: str | None = None, 
     return dict(error)
 
 
+@pytest.fixture(scope="session")
+def _clients() -> Iterator[dict[str, httpx.Client]]:
+    clients: dict[str, httpx.Client] = {}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
 @pytest.fixture
-def http(app: AppServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=app.url, timeout=10) as client:
-        yield client
+def http(app: AppServer, _clients: dict[str, httpx.Client]) -> httpx.Client:
+    """One keep-alive client per server (making an httpx client costs more than a request)."""
+    if app.name not in _clients:
+        _clients[app.name] = httpx.Client(base_url=app.url, timeout=10)
+    return _clients[app.name]
 
 
 @pytest.mark.parametrize(("case", "value", "status", "code", "param"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
@@ -324,3 +334,18 @@ def test_model_failure_without_streaming_is_a_json_500(http: httpx.Client) -> No
     response = http.post(CHAT, json=user("[[status=500]]"))
     error = check_error(response, 500, "model_error")
     assert "scripted" not in error["message"]
+
+
+EXPECTED_LOGS = ("the chain failed", "stream failed after the response started")
+CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+
+
+def test_no_unexpected_traceback_in_the_server_log(app: AppServer) -> None:
+    # runs after the table above: a bad request was answered, never crashed a view (which logs a traceback);
+    # the only tracebacks are the ones the apps log on purpose, for a model that failed
+    lines = [line for line in app.log.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            before = lines[i - 1] if i else ""
+            if not before.startswith(CHAINED):
+                assert any(e in before for e in EXPECTED_LOGS), "\n".join(lines[max(0, i - 3) : i + 30])
