@@ -349,3 +349,16 @@ def test_no_unexpected_traceback_in_the_server_log(app: AppServer) -> None:
             before = lines[i - 1] if i else ""
             if not before.startswith(CHAINED):
                 assert any(e in before for e in EXPECTED_LOGS), "\n".join(lines[max(0, i - 3) : i + 30])
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [("/stream?q=x&" + "a&" * 1100, {}), ("/health", {"Host": "evil.example"}), ("/stream?q=x", {"Host": "evil.example"})],
+    ids=["too-many-query-fields", "unknown-host", "unknown-host-stream"],
+)
+def test_requests_a_framework_refuses_are_json(http: httpx.Client, path: str, headers: dict[str, str]) -> None:
+    # Django refuses more than 1000 query fields and hosts outside ALLOWED_HOSTS (a 400, JSON like the rest);
+    # Flask and FastAPI take them
+    response = http.get(path, headers=headers)
+    if response.status_code != 200:
+        check_error(response, 400)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -116,7 +117,9 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
 
 # Django's own error views (urls.py names them): JSON too, never its HTML pages.
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
-    return _error(ApiError(400, "Bad request: the request could not be read.", code="bad_request"))
+    # a SuspiciousOperation says what was refused (too many query fields, a host not allowed...)
+    why = str(exception) if isinstance(exception, SuspiciousOperation) else "the request could not be read"
+    return _error(ApiError(400, f"Bad request: {why}", code="bad_request"))
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
