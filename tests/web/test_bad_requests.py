@@ -353,7 +353,11 @@ def test_no_unexpected_traceback_in_the_server_log(app: AppServer) -> None:
 
 @pytest.mark.parametrize(
     ("path", "headers"),
-    [("/stream?q=x&" + "a&" * 1100, {}), ("/health", {"Host": "evil.example"}), ("/stream?q=x", {"Host": "evil.example"})],
+    [
+        ("/stream?q=x&" + "a&" * 1100, {}),
+        ("/health", {"Host": "evil.example"}),
+        ("/stream?q=x", {"Host": "evil.example"}),
+    ],
     ids=["too-many-query-fields", "unknown-host", "unknown-host-stream"],
 )
 def test_requests_a_framework_refuses_are_json(http: httpx.Client, path: str, headers: dict[str, str]) -> None:
