@@ -1,7 +1,7 @@
 """Flask reference app: `gunicorn -k gthread --threads 32 adapters.flask.app:app` (from the repo root).
 
 Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
-`POST /v1/chat/completions`, `GET /health`.
+`POST /v1/chat/completions`, `GET /health`. Every error is JSON (`adapters/validation.py`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,41 @@ import json
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 import callstream
-import callstream.openai
-from adapters import shared
+from adapters import shared, validation
+from adapters.validation import ApiError
 from callstream.sse import SSE_HEADERS, sse
 
 app = Flask(__name__)
+
+
+def _error(err: ApiError) -> Response:
+    return Response(err.json(), status=err.status, headers=err.headers, mimetype="application/json")
+
+
+@app.errorhandler(ApiError)
+def api_error(err: ApiError) -> Response:
+    return _error(err)
+
+
+@app.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's own errors (404, 405, a bad request line...) in the same JSON shape."""
+    if exc.code == 404:
+        return _error(validation.not_found(request.method, request.path))
+    if exc.code == 405:
+        return _error(validation.method_not_allowed(request.method, getattr(exc, "valid_methods", None) or ()))
+    if exc.code == 413:
+        return _error(validation.too_large())
+    return _error(ApiError(exc.code or 500, exc.description or exc.name))
+
+
+@app.errorhandler(Exception)
+def crash(exc: Exception) -> Response:
+    app.logger.error("unhandled error", exc_info=exc)  # the client gets no traceback, the log does
+    return _error(validation.server_error())
 
 
 @app.get("/")
@@ -47,13 +75,10 @@ def agent() -> Response:
 
 
 @app.post("/v1/chat/completions")
-def chat_completions() -> Any:
-    body = request.get_json(force=True)
-    inputs = shared.chain_input(shared.question_of(body))
-    model = body.get("model") or shared.MODEL_NAME
-    if body.get("stream"):
-        events = callstream.iter_callbacks(shared.chain(), inputs)
-        wire = callstream.openai.sse(events, model=model, heartbeat=shared.HEARTBEAT)
-        return Response(shared.tracked(wire), headers=SSE_HEADERS)
-    text = shared.chain().invoke(inputs)
-    return Response(json.dumps(callstream.openai.chat_completion(text, model=model)), mimetype="application/json")
+def chat_completions() -> Response:
+    headers = request.headers
+    body = validation.read_json(headers.get("Content-Type"), headers.get("Content-Length"), request.stream.read)
+    req = validation.chat_request(body)
+    if req.stream:
+        return Response(shared.completion_sse(req), headers=SSE_HEADERS)
+    return Response(json.dumps(shared.completion(req)), mimetype="application/json")

@@ -15,6 +15,10 @@ server's defaults (`OpenAIServer(tokens=5)`, or `--tokens 5`):
 - `status`: answer with that HTTP error status instead (401, 500...);
 - `tag`: a label to find the request in `/stats`.
 
+Usage is reported as 5 prompt tokens and one completion token per chunk: in
+the response without streaming, and in a last chunk with empty `choices` when
+the request asks for it (`stream_options.include_usage`).
+
 Options in the first user message, as `[[tokens=5,tag=x]]`, override those.
 
 With `tools` in the request and no tool result in the conversation, it calls
@@ -212,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(chunk({"tool_calls": [{"index": i, "function": {"arguments": call["arguments"][half:]}}]}))
             row["sent"] += 2
         self._send(chunk({}, "tool_calls" if calls else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):  # as the API: a last chunk, no choices
+            n = len(pieces) + 2 * len(calls)
+            usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+            self._send({**chunk({}), "choices": [], "usage": usage})
         self._raw(b"data: [DONE]\n\n")
         self._end()
         row["done"] = True
