@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.openai_server import OpenAIServer
+from callstream.testing import OpenAIServer
 from tests.web.conftest import MAX_BODY, AppServer
 from tests.web.test_apps import tag
 
