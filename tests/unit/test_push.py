@@ -407,6 +407,7 @@ def test_emit_on_the_loop_thread_never_blocks_it_and_loses_nothing() -> None:
 
         peak: list[int] = []
         sink2 = callstream.BoundedSink(4)
+        tasks: list[asyncio.Task[None]] = []
 
         async def astart(push: callstream.Push) -> None:
             async def produce() -> None:
@@ -415,7 +416,7 @@ def test_emit_on_the_loop_thread_never_blocks_it_and_loses_nothing() -> None:
                     peak.append(sink2.statistics().buffered)
                 push.finish()
 
-            loop.create_task(produce())
+            tasks.append(loop.create_task(produce()))
 
         got2 = []
         async with callstream.afrom_push(astart, sink=sink2) as s:
