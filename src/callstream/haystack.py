@@ -147,7 +147,9 @@ class _Translator:
                 args = raw  # what the model sent, unparsed
             self._tool_start(component, call_id, name or "", args, metadata)
 
-    def _tool_start(self, component: str, call_id: str | None, name: str, args: Any, metadata: Mapping[str, Any]) -> str:
+    def _tool_start(
+        self, component: str, call_id: str | None, name: str, args: Any, metadata: Mapping[str, Any]
+    ) -> str:
         run_id = call_id or str(uuid.uuid4())
         if call_id:
             self._started[call_id] = run_id
@@ -194,28 +196,31 @@ def _unbound(item: Any) -> None:  # pragma: no cover - replaced before the run s
 # -- closing the HTTP response of a cancelled generator ----------------------------------
 
 
+def _is_response(value: Any) -> bool:
+    """An HTTP response of httpx or a fork of it (openai ships `httpx2`): duck-typed."""
+    kind = type(value)
+    return all(callable(getattr(kind, name, None)) for name in ("close", "aclose", "iter_bytes", "aiter_bytes"))
+
+
 def _responses(frame: FrameType | None) -> list[Any]:
-    """HTTP responses (httpx) held by the frames above a streaming callback.
+    """HTTP responses held by the frames above a streaming callback.
 
     A generator iterates its SDK's stream (`for chunk in completion:`) and calls
     the callback per chunk. When the callback raises to stop it, the SDK's
-    stream is left suspended, its response open, and the stream sits in a
-    reference cycle, so the connection stays open until a garbage collection.
-    The response is in the generator's locals, directly or as the SDK stream's
+    stream is left suspended with its response open, and the stream sits in a
+    reference cycle: the connection stays open until a garbage collection. The
+    response is in the generator's locals, directly or as the SDK stream's
     `response` attribute (openai, anthropic and other httpx-based SDKs).
     """
-    httpx = sys.modules.get("httpx")
-    if httpx is None:
-        return []
     found: list[Any] = []
     depth = _FRAMES_SEARCHED
     while frame is not None and depth:
         for value in list(frame.f_locals.values()):
             candidate = value
-            if not isinstance(candidate, httpx.Response):
+            if not _is_response(candidate):
                 attrs = getattr(value, "__dict__", None)  # instance attributes only: no property runs
                 candidate = attrs.get("response") if isinstance(attrs, dict) else None
-                if not isinstance(candidate, httpx.Response):
+                if candidate is None or not _is_response(candidate):
                     continue
             if all(candidate is not seen for seen in found):
                 found.append(candidate)
@@ -225,23 +230,22 @@ def _responses(frame: FrameType | None) -> list[Any]:
 
 
 def _close_responses(frame: FrameType | None) -> None:
-    httpx = sys.modules.get("httpx")
     for response in _responses(frame):
-        if isinstance(response.stream, httpx.SyncByteStream):  # type: ignore[union-attr]
-            try:
-                response.close()
-            except Exception:  # closing is best effort: the run is being stopped anyway
-                continue
+        try:
+            response.close()  # an async response refuses (RuntimeError): its own loop closes it
+        except Exception:  # best effort: the run is being stopped anyway
+            continue
 
 
 async def _aclose_responses(frame: FrameType | None) -> None:
-    httpx = sys.modules.get("httpx")
     for response in _responses(frame):
         try:
-            if isinstance(response.stream, httpx.AsyncByteStream):  # type: ignore[union-attr]
-                await response.aclose()
-            else:
+            await response.aclose()
+        except RuntimeError:  # a sync response (a sync client used on the loop)
+            try:
                 response.close()
+            except Exception:
+                continue
         except Exception:
             continue
 
