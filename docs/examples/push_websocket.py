@@ -45,7 +45,7 @@ with callstream.from_push(start, idle_timeout=10) as stream:
         print(message)
 assert stream.output == 1000  # the close code given to push.finish()
 
-for i, message in enumerate(callstream.from_push(start)):
+for i, _message in enumerate(callstream.from_push(start)):
     if i == 1:
         break  # stop() runs once; later on_message calls are silent no-ops
 server.shutdown()
