@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import logging
 import threading
 from asyncio import events
@@ -46,6 +47,11 @@ _THREAD_SAFE_SINKS = (QueueSink, DequeSink, BoundedSink)
 
 #: An awaiting `aemit`: its loop and the future resolved once the item is in the sink.
 _Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """The next value an `itertools.count` will give (how many it gave), without taking one."""
+    return int(repr(counter)[6:-1])
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -93,22 +99,30 @@ class Push:
         "_cond",
         "_core",
         "_ended",
+        "_enters",
         "_hooks",
-        "_inflight",
+        "_leaves",
+        "_lock",
         "_may_block",
         "_pump",
         "_put",
         "_serial",
         "_sink_done",
-        "emitted",
     )
 
     def __init__(self, core: _PushCore) -> None:
         self._core = core
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ended = False  # finish/fail/cancel/timeout seen: emits are no-ops
         self._cancelled = False  # stopped from outside (or start failed): hooks fired
-        self._inflight = 0  # puts under way; the backlog pump counts as one
+        # Puts under way = enters - leaves (the backlog pump counts as one). The
+        # counters are atomic without a lock: an emit announces itself, then
+        # checks `_ended`; the end sets `_ended`, then compares the counters. So
+        # either the emit sees the end and backs out, or the end sees the emit
+        # and the emit's own leave finishes the sink. No put follows the end marker.
+        self._enters = itertools.count()
+        self._leaves = itertools.count()
         self._sink_done = False  # the sink was told the end (or closed)
         self._hooks: list[Callable[[], Any]] = []
         self._put = core.make_emit()
@@ -118,28 +132,21 @@ class Push:
         self._serial = None if isinstance(core.sink, _THREAD_SAFE_SINKS) else threading.Lock()
         self._backlog: deque[tuple[Any, _Waiter | None]] = deque()
         self._pump: threading.Thread | None = None
-        #: items accepted so far (emitted while the stream was open)
-        self.emitted = 0
 
     # -- the producer's API ------------------------------------------------------
 
     def emit(self, item: Any) -> None:
         """Deliver `item` to the consumer; a no-op once the stream has ended."""
-        with self._cond:
-            if self._ended:
+        if self._ended:
+            return
+        next(self._enters)
+        try:
+            if self._ended:  # the end came meanwhile: back out
                 return
-            self.emitted += 1
             if self._may_block and events._get_running_loop() is not None:
                 # On a loop's own thread: never block it (its consumer may run on it).
-                start_pump = self._queue(item, None)
-            else:
-                self._inflight += 1
-                start_pump = None
-        if start_pump is not None:
-            if start_pump:
-                self._start_pump()
-            return
-        try:
+                self._to_backlog(item, None)
+                return
             if self._serial is None:
                 self._put(item)
             else:
@@ -150,7 +157,9 @@ class Push:
         except Exception as exc:  # a failing sink, or StreamOverflow: the stream's error
             self._end(("error", exc), stop=True)
         finally:
-            self._leave()
+            next(self._leaves)
+            if self._ended:
+                self._try_finish_sink()
 
     async def aemit(self, item: Any) -> None:
         """Deliver `item`, waiting without blocking the loop until the sink has room.
@@ -165,13 +174,8 @@ class Push:
             return
         loop = events.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        with self._cond:
-            if self._ended:
-                return
-            self.emitted += 1
-            start_pump = self._queue(item, (loop, fut))
-        if start_pump:
-            self._start_pump()
+        if not self._to_backlog(item, (loop, fut)):
+            return
         await fut
 
     def finish(self, output: Any = None) -> None:
@@ -219,6 +223,11 @@ class Push:
         """Whether the stream has ended or was cancelled (producers may stop early)."""
         return self._ended
 
+    @property
+    def emitted(self) -> int:
+        """How many `emit`/`aemit` calls were made while the stream was open."""
+        return _value(self._enters)
+
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else "ended" if self._ended else "open"
         return f"<callstream.Push {state}, emitted: {self.emitted}, hooks: {len(self._hooks)}>"
@@ -242,28 +251,20 @@ class Push:
                 self._cancelled = True
                 hooks, self._hooks = self._hooks, []
             self._cond.notify_all()  # a pump waiting for items
-            fire = self._inflight == 0 and not self._sink_done
-            if fire:
-                self._sink_done = True
         if close_sink and not core._sink_closed:
             # Release producers blocked on a full sink before the hooks run:
             # a hook that waits for the SDK's thread must not wait on us.
             core.sink.close()
             core._sink_closed = True
-        if fire:
-            self._finish_sink()
+        self._try_finish_sink()
         self._run_hooks(hooks)
 
-    def _leave(self) -> None:
-        with self._cond:
-            self._inflight -= 1
-            fire = self._inflight == 0 and self._ended and not self._sink_done
-            if fire:
-                self._sink_done = True
-        if fire:
-            self._finish_sink()
-
-    def _finish_sink(self) -> None:
+    def _try_finish_sink(self) -> None:
+        """After the end: tell the sink, once no put is under way (exactly once)."""
+        with self._lock:
+            if self._sink_done or _value(self._enters) != _value(self._leaves):
+                return
+            self._sink_done = True
         core = self._core
         try:
             if not core._sink_closed:
@@ -281,29 +282,32 @@ class Push:
 
     # -- the backlog: emits on an event loop's thread when the sink could block ----
 
-    def _queue(self, item: Any, waiter: _Waiter | None) -> bool:
-        """Add to the backlog (lock held); True when the pump must be started."""
-        self._backlog.append((item, waiter))
-        if self._pump is not None:
-            self._cond.notify()
-            return False
-        self._inflight += 1
-        self._pump = threading.Thread(target=self._run_pump, name=f"callstream-{self._core.id}-push", daemon=True)
-        return True
-
-    def _start_pump(self) -> None:
-        pump = self._pump
-        assert pump is not None
+    def _to_backlog(self, item: Any, waiter: _Waiter | None) -> bool:
+        """Queue `item` for the pump (started on first use); False if the stream has ended."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._backlog.append((item, waiter))
+            if self._pump is not None:
+                self._cond.notify()
+                return True
+            next(self._enters)  # the pump is a put under way until it ends
+            pump = self._pump = threading.Thread(
+                target=self._run_pump, name=f"callstream-{self._core.id}-push", daemon=True
+            )
         try:
             pump.start()
         except BaseException as exc:  # "can't start new thread": the stream's error, never the producer's
-            with self._cond:
+            with self._lock:
                 dropped = list(self._backlog)
                 self._backlog.clear()
-            for _, waiter in dropped:
-                _release(waiter)
+            for _, dropped_waiter in dropped:
+                _release(dropped_waiter)
             self._end(("error", exc), stop=True)
-            self._leave()
+            next(self._leaves)
+            self._try_finish_sink()
+            return False
+        return True
 
     def _run_pump(self) -> None:
         core = self._core
@@ -335,7 +339,8 @@ class Push:
             for _, waiter in dropped:
                 _release(waiter)
         finally:
-            self._leave()
+            next(self._leaves)
+            self._try_finish_sink()
 
 
 class _PushCore(_Core[Any]):
