@@ -124,7 +124,7 @@ def latency(consume: Callable[[int, float, Callable[[Any], None]], None], n: int
     p50s, p99s = [], []
     for _ in range(repeats):
         lags: list[float] = []
-        consume(n, 0.0002, lambda sent: lags.append(time.perf_counter() - sent))
+        consume(n, 0.0002, lambda sent, lags=lags: lags.append(time.perf_counter() - sent))
         lags.sort()
         p50s.append(lags[len(lags) // 2])
         p99s.append(lags[int(len(lags) * 0.99)])
@@ -138,9 +138,9 @@ def haystack_rows(quick: bool, repeats: int) -> list[dict[str, Any]]:
     from haystack.components.generators.chat import MockChatGenerator, OpenAIChatGenerator
     from haystack.dataclasses import ChatMessage
     from haystack.utils import Secret
+    from tests.openai_server import OpenAIServer
 
     from callstream.haystack import aiter_run, iter_run
-    from tests.openai_server import OpenAIServer
 
     words = 2_000 if quick else 50_000
     mock_text = " ".join(f"w{i}" for i in range(words))
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Push hand-off from an SDK thread ({n} items; latency: {n_lat} items, one per 0.2 ms)\n")
     base_rate = throughput(queue_recipe, n, repeats)
     base_p50, base_p99 = latency(queue_recipe, n_lat, repeats)
-    print("| bridge | items/s | × Queue recipe | p50 latency µs | p99 latency µs | p99 × Queue recipe |")
+    print("| bridge | items/s | vs Queue recipe | p50 latency µs | p99 latency µs | p99 vs Queue recipe |")
     print("|---|---|---|---|---|---|")
     for name, consume in BRIDGES.items():
         rate = base_rate if consume is queue_recipe else throughput(consume, n, repeats)
