@@ -74,13 +74,16 @@ class _Translator:
         self._calls: dict[str, dict[int, list[Any]]] = {}  # component -> index -> [id, name, argument parts]
         self._started: dict[str, str] = {}  # tool call id -> run id of its tool_start
         self._started_by_name: dict[tuple[str, str], list[str]] = {}  # calls without an id, oldest first
+        self._metadata: dict[str, Mapping[str, Any]] = {}  # component -> its events' metadata (shared, read-only)
 
     def wants(self, component: str) -> bool:
         f = self.filter
         return f is None or f.admits(component, "chat_model", ()) or f.admits(component, "tool", ())
 
     def chunk(self, component: str, chunk: StreamingChunk) -> None:
-        metadata = MappingProxyType({"component": component})
+        metadata = self._metadata.get(component)
+        if metadata is None:
+            metadata = self._metadata[component] = MappingProxyType({"component": component})
         result = chunk.tool_call_result
         if result is not None:
             self._flush(component, metadata)
@@ -103,7 +106,7 @@ class _Translator:
                     call[2].append(delta.arguments)
         self.stats.on_token()
         usage = chunk.meta.get("usage") if chunk.meta else None
-        if isinstance(usage, Mapping):
+        if usage and isinstance(usage, Mapping):
             self._usage(usage)
         if self.filter is None or self.filter.admits(component, "chat_model", ()):
             self.emit_token(
