@@ -313,3 +313,14 @@ def test_async_run_is_a_task_and_closes_on_cancel(openai_server: Any) -> None:
     asyncio.run(go())
     (row,) = openai_server.wait_ended(name)
     assert row["disconnected"]
+
+
+def test_total_timeout_stops_the_run_and_closes_the_request(face: str, openai_server: Any) -> None:
+    name = tag("total")
+    llm = generator(openai_server, f"tokens=5000,delay_ms=2,tag={name}")
+    got: list[Any] = []
+    with pytest.raises(callstream.StreamTimeout) as info:
+        drain_into(face, make(face, llm, user("x"), timeout=0.3), got)
+    assert info.value.limit == "timeout" and got
+    (row,) = openai_server.wait_ended(name)
+    assert row["disconnected"] and row["sent"] < 5000, row
