@@ -11,6 +11,7 @@ EXPECTED_ALL = [
     "BoundedSink",
     "DequeSink",
     "Event",
+    "Push",
     "QueueSink",
     "Sink",
     "SinkStatistics",
@@ -21,8 +22,10 @@ EXPECTED_ALL = [
     "Summary",
     "ToolCall",
     "afrom_callback",
+    "afrom_push",
     "aiter_callbacks",
     "from_callback",
+    "from_push",
     "iter_callbacks",
 ]
 
