@@ -138,7 +138,7 @@ def haystack_rows(quick: bool, repeats: int) -> list[dict[str, Any]]:
     from haystack.components.generators.chat import MockChatGenerator, OpenAIChatGenerator
     from haystack.dataclasses import ChatMessage
     from haystack.utils import Secret
-    from tests.openai_server import OpenAIServer
+    from callstream.testing import OpenAIServer
 
     from callstream.haystack import aiter_run, iter_run
 
