@@ -138,9 +138,9 @@ def haystack_rows(quick: bool, repeats: int) -> list[dict[str, Any]]:
     from haystack.components.generators.chat import MockChatGenerator, OpenAIChatGenerator
     from haystack.dataclasses import ChatMessage
     from haystack.utils import Secret
-    from callstream.testing import OpenAIServer
 
     from callstream.haystack import aiter_run, iter_run
+    from callstream.testing import OpenAIServer
 
     words = 2_000 if quick else 50_000
     mock_text = " ".join(f"w{i}" for i in range(words))

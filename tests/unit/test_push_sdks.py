@@ -230,7 +230,7 @@ async def tcp_server(mode: str, seen_close: asyncio.Event, n: int = 500) -> asyn
                 await writer.drain()
                 try:
                     await asyncio.wait_for(reader.read(1), 0.001)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             seen_close.set()
         except ConnectionError:
