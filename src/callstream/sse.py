@@ -10,7 +10,7 @@ return StreamingResponse(asse(aiter_callbacks(chain, inputs)), headers=SSE_HEADE
 What the frames guarantee (the HTML spec's event-stream format):
 
 - one `event:` name per event kind (`token`, `tool_start`, `tool_end`,
-  `tool_error`, `custom`; others on request), `data:` as one line of JSON, an
+  `tool_error`, `custom`, `preamble`; others on request), `data:` as one line of JSON, an
   `id:` per event; newlines are stripped from `event` and `id`;
 - no token can break a frame or inject an event: data is JSON (or, in text
   mode, split into `data:` lines on exactly `\\r\\n`, `\\r`, `\\n`);
@@ -75,7 +75,7 @@ NDJSON_HEADERS: Final[Mapping[str, str]] = {
 }
 
 #: The event kinds sent by default: what a chat UI shows.
-DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom"})
+DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom", "preamble"})
 
 # The SSE spec's line terminators, and only those: str.splitlines() also splits
 # on \u2028, \x85, \x1c... and would corrupt a token's text.

@@ -333,3 +333,15 @@ def test_summary_tokens_count_tokens_with_text(face: str) -> None:
     assert len(token_events) > 10  # the empty closing chunk is an event...
     assert stream.summary.tokens == 10 == sum(1 for e in token_events if e.text)  # ...not a token
     assert stream.summary.text == "abcdefghij"
+
+
+def test_sse_carries_the_preamble_event() -> None:
+    import json
+
+    from callstream.sse import sse
+
+    raw = b"".join(sse(callstream.iter_callbacks(agent_of(long_preamble_model()), QUESTION))).decode()
+    frames = [f for f in raw.split("\n\n") if "event: preamble" in f]
+    assert len(frames) == 1
+    payload = json.loads(frames[0].split("data: ", 1)[1])
+    assert payload["text"] == LONG_PREAMBLE and payload["run_id"]
