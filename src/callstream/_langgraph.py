@@ -33,6 +33,7 @@ __all__ = (
     "interrupt_data",
     "invoke_output",
     "loaded",
+    "stream_kwargs",
     "with_stream_writer",
 )
 
@@ -102,6 +103,23 @@ def invoke_output(output: Any, interrupts: tuple[Any, ...]) -> Any:
     if isinstance(output, dict):
         return {**output, INTERRUPT: list(interrupts)}
     return {INTERRUPT: list(interrupts)}
+
+
+def stream_kwargs(runnable: Any) -> dict[str, Any]:
+    """What `Pregel.invoke` passes to `Pregel.stream` that changes the output.
+
+    `invoke` reads the graph's output channels (its output schema);
+    `stream` by default reads every stream channel, private state included
+    (`create_agent`'s `jump_to`, a middleware's own keys).
+    """
+    if not loaded():
+        return {}
+    from langgraph.pregel import Pregel
+
+    graph = getattr(runnable, "bound", runnable)  # a graph with .with_config(...) is a binding
+    if isinstance(graph, Pregel):
+        return {"output_keys": graph.output_channels}
+    return {}
 
 
 def graph_handler_base() -> type | None:

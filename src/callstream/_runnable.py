@@ -95,6 +95,7 @@ def _make_core(
         raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
     filter_ = Filter.of(**filters)
+    kwargs = _langgraph.stream_kwargs(runnable)
     box: list[CallbackHandler] = []
 
     def produce(emit: Any) -> Any:
@@ -105,7 +106,7 @@ def _make_core(
         # Driven by stream(), as astream_events drives astream(): an LLM inside
         # a chain then streams token by token. The output is the root run's
         # end value (what invoke returns), or the chunks added up.
-        output = _output(handler, list(runnable.stream(input, run_config)))
+        output = _output(handler, list(runnable.stream(input, run_config, **kwargs)))
         core.interrupted = handler.interrupted
         return output
 
@@ -114,7 +115,7 @@ def _make_core(
         run_config = _with_handler(config, handler)
         if _is_legacy_chain(runnable):
             return await runnable.ainvoke(input, run_config)
-        output = _output(handler, [chunk async for chunk in runnable.astream(input, run_config)])
+        output = _output(handler, [chunk async for chunk in runnable.astream(input, run_config, **kwargs)])
         core.interrupted = handler.interrupted
         return output
 
