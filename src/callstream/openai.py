@@ -10,7 +10,16 @@ return StreamingHttpResponse(callstream.openai.sse(stream), headers=SSE_HEADERS)
 
 Tokens become `choices[0].delta.content`; with `tool_calls=True`, tool-call
 chunks become `delta.tool_calls`; the last chunk carries `finish_reason`
-(`"tool_calls"` if any tool call was sent, else `"stop"`). The wire format is
+(`"tool_calls"` if any tool call was sent, else `"stop"`).
+
+A LangGraph run that paused on `interrupt()` (human in the loop) ends with
+`finish_reason: "interrupt"`, a value of ours beside OpenAI's, and its last
+chunk's choice carries the pause as an extra field:
+`choices[0].interrupt == {"interrupts": [{"id", "value", "node", "ns"}, ...],
+"checkpoint_id"}` (the `interrupt` event's data). The OpenAI SDK keeps both:
+`chunk.choices[0].finish_reason == "interrupt"`, and the payload in
+`chunk.choices[0].model_extra["interrupt"]`. A client that knows neither sees
+an ordinary end of message. The wire format is
 `data: {...}` lines ending with `data: [DONE]`; an error after the headers is
 sent as `data: {"error": {...}}`, which the OpenAI SDK raises as `APIError`.
 `chunks()` needs the `openai` package (`pip install 'callstream[openai]'`);
@@ -29,7 +38,7 @@ from ._astream import AsyncStream
 from ._core import IDLE
 from ._stream import Stream
 from .events import Event
-from .sse import PING, _aencode, _check, _encode, default_error_message, logger
+from .sse import PING, _aencode, _check, _encode, _safe, default_error_message, logger
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -47,6 +56,8 @@ class ChunkBuilder:
         self.created = int(time.time())
         self.started = False
         self.sent_tool_call = False
+        #: the data of the run's `interrupt` event (a LangGraph graph paused), or None
+        self.interrupt: dict[str, Any] | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
@@ -62,6 +73,8 @@ class ChunkBuilder:
         if type(item) is str:
             if item:
                 delta["content"] = item
+        elif isinstance(item, Event) and item.kind == "interrupt":
+            self.interrupt = _safe(item.data)
         elif isinstance(item, Event) and item.kind == "token":
             if item.text:
                 delta["content"] = item.text
@@ -81,8 +94,24 @@ class ChunkBuilder:
     def finish(self) -> list[dict[str, Any]]:
         out = [] if self.started else [self._chunk({"role": "assistant", "content": ""})]
         self.started = True
-        out.append(self._chunk({}, "tool_calls" if self.sent_tool_call else "stop"))
+        if self.interrupt is not None:
+            last = self._chunk({}, "interrupt")
+            last["choices"][0]["interrupt"] = self.interrupt
+            out.append(last)
+        else:
+            out.append(self._chunk({}, "tool_calls" if self.sent_tool_call else "stop"))
         return out
+
+
+def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
+    """A `ChatCompletionChunk` from a chunk dict, as the SDK builds it from the wire:
+    validated, except a final `"interrupt"` chunk, which the SDK's own parser keeps
+    as it is (its `finish_reason` is not one of OpenAI's)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    if data["choices"][0].get("finish_reason") == "interrupt":
+        return ChatCompletionChunk.construct(**data)
+    return ChatCompletionChunk.model_validate(data)
 
 
 def _tool_call(chunk: dict[str, Any]) -> dict[str, Any]:
@@ -124,10 +153,10 @@ def chunks(
 ) -> Iterator[ChatCompletionChunk]:
     """Yield `openai.types.chat.ChatCompletionChunk` objects, as `stream=True` does."""
     _check(stream, Stream, "chunks")
-    from openai.types.chat import ChatCompletionChunk
+    import openai.types.chat  # noqa: F401  (the extra is installed: fail here, not at the first chunk)
 
     builder = ChunkBuilder(model, tool_calls=tool_calls)
-    return (ChatCompletionChunk.model_validate(d) for d in _dicts(stream, builder))
+    return (_chunk_object(d) for d in _dicts(stream, builder))
 
 
 def achunks(
@@ -135,10 +164,10 @@ def achunks(
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of `chunks`."""
     _check(stream, AsyncStream, "achunks")
-    from openai.types.chat import ChatCompletionChunk
+    import openai.types.chat  # noqa: F401
 
     builder = ChunkBuilder(model, tool_calls=tool_calls)
-    return (ChatCompletionChunk.model_validate(d) async for d in _adicts(stream, builder))
+    return (_chunk_object(d) async for d in _adicts(stream, builder))
 
 
 def _wire(data: dict[str, Any]) -> bytes:
