@@ -74,6 +74,58 @@ def agent() -> Runnable[Any, Any]:
     return create_agent(_chat(respond), tools=[get_weather])
 
 
+@tool
+def send_email(to: str, subject: str) -> str:
+    """Send an email."""
+    from langgraph.config import get_stream_writer
+
+    get_stream_writer()({"progress": "sending"})  # a `custom` event on the page
+    return f"email to {to} sent"
+
+
+@cache
+def approval_agent() -> Runnable[Any, Any]:
+    """An agent whose `send_email` calls wait for a person (`HumanInTheLoopMiddleware`):
+    the `/approval` routes. Its threads live in memory, in this process: behind several
+    worker processes, use a shared checkpointer (Postgres, Redis) instead."""
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    respond = agent_script(
+        tool="send_email", args={"to": "team@example.com", "subject": "Hello"}, answer="Done: {result}."
+    )
+    hitl = HumanInTheLoopMiddleware(interrupt_on={"send_email": {"allowed_decisions": ["approve", "reject"]}})
+    return create_agent(_chat(respond), tools=[send_email], middleware=[hitl], checkpointer=InMemorySaver())
+
+
+def approval_thread(thread: str) -> dict[str, Any]:
+    """The run config for a conversation thread id sent by the page.
+
+    The id is a bearer secret: check here that the caller owns it (a session, a
+    user id) before starting or resuming its run.
+    """
+    if not (1 <= len(thread) <= 64 and thread.replace("-", "").replace("_", "").isalnum()):
+        raise ValueError("thread must be 1-64 letters, digits, '-' or '_'")
+    return {"configurable": {"thread_id": thread}}
+
+
+def approval_input(q: str) -> dict[str, Any]:
+    return {"messages": [("user", q or "Email the team hello.")]}
+
+
+def decision(body: dict[str, Any]) -> Any:
+    """`Command(resume=...)` for the page's decision (`{"decision": "approve" | "reject"}`)."""
+    from langgraph.types import Command
+
+    choice = body.get("decision")
+    if choice == "approve":
+        return Command(resume={"decisions": [{"type": "approve"}]})
+    if choice == "reject":
+        return Command(resume={"decisions": [{"type": "reject", "message": "rejected on the page"}]})
+    raise ValueError("decision must be 'approve' or 'reject'")
+
+
 class _Open:
     """How many streaming responses are open: a gauge for /health and dashboards."""
 

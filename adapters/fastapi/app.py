@@ -46,6 +46,28 @@ async def agent(q: str = "") -> StreamingResponse:
     return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
 
 
+@app.get("/approval")
+async def approval(q: str = "", thread: str = "") -> Any:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    try:
+        config = shared.approval_thread(thread)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    events = callstream.aiter_callbacks(shared.approval_agent(), shared.approval_input(q), config)
+    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+
+
+@app.post("/approval/{thread}/decision")
+async def approval_decision(thread: str, request: Request) -> Any:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    try:
+        config, resume = shared.approval_thread(thread), shared.decision(await request.json())
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    events = callstream.aiter_callbacks(shared.approval_agent(), resume, config)
+    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+
+
 @app.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Any:
     body = await request.json()

@@ -1,7 +1,8 @@
 """Flask reference app: `gunicorn -k gthread --threads 32 adapters.flask.app:app` (from the repo root).
 
 Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
-`POST /v1/chat/completions`, `GET /health`.
+`GET /approval?q=&thread=`, `POST /approval/<thread>/decision`, `POST /v1/chat/completions`,
+`GET /health`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,29 @@ def native() -> Response:
 @app.get("/agent")
 def agent() -> Response:
     events = callstream.iter_callbacks(shared.agent(), shared.agent_input(request.args.get("q", "")))
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.get("/approval")
+def approval() -> Response:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    try:
+        config = shared.approval_thread(request.args.get("thread", ""))
+    except ValueError as exc:
+        return Response(json.dumps({"error": str(exc)}), status=400, mimetype="application/json")
+    inputs = shared.approval_input(request.args.get("q", ""))
+    events = callstream.iter_callbacks(shared.approval_agent(), inputs, config)
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.post("/approval/<thread>/decision")
+def approval_decision(thread: str) -> Response:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    try:
+        config, resume = shared.approval_thread(thread), shared.decision(request.get_json(force=True))
+    except ValueError as exc:
+        return Response(json.dumps({"error": str(exc)}), status=400, mimetype="application/json")
+    events = callstream.iter_callbacks(shared.approval_agent(), resume, config)
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
 
 

@@ -20,11 +20,12 @@ from adapters import shared
 from callstream.sse import SSE_HEADERS, asse, sse
 
 
-def _sse_response(request: HttpRequest, runnable: Any, inputs: Any) -> StreamingHttpResponse:
+def _sse_response(request: HttpRequest, runnable: Any, inputs: Any, config: Any = None) -> StreamingHttpResponse:
     if isinstance(request, ASGIRequest):
-        body: Any = shared.atracked(asse(callstream.aiter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+        events: Any = callstream.aiter_callbacks(runnable, inputs, config)
+        body: Any = shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
     else:
-        body = shared.tracked(sse(callstream.iter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+        body = shared.tracked(sse(callstream.iter_callbacks(runnable, inputs, config), heartbeat=shared.HEARTBEAT))
     return StreamingHttpResponse(body, headers=SSE_HEADERS)
 
 
@@ -48,6 +49,27 @@ def native(request: HttpRequest) -> StreamingHttpResponse:
 
 def agent(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
+
+
+def approval(request: HttpRequest) -> HttpResponse:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    try:
+        config = shared.approval_thread(request.GET.get("thread", ""))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return _sse_response(request, shared.approval_agent(), shared.approval_input(request.GET.get("q", "")), config)
+
+
+@csrf_exempt
+def approval_decision(request: HttpRequest, thread: str) -> HttpResponse:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    if request.method != "POST":
+        return JsonResponse({"error": "POST a decision"}, status=405)
+    try:
+        config, resume = shared.approval_thread(thread), shared.decision(json.loads(request.body or b"{}"))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return _sse_response(request, shared.approval_agent(), resume, config)
 
 
 @csrf_exempt
