@@ -1,10 +1,20 @@
-# Two commands set everything up from a bare Python 3.10+: `make demo` and `make test`.
+# Two commands set everything up from a bare Python 3.11+: `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make test-latest`: the newest Python that pyenv has (else $(PYTHON)) and the newest releases.
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON_LATEST ?= $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.1[1-9].*/bin/python3))),$(PYTHON))
+VENV_LATEST := .venv-latest
+# A representative subset, to keep CI (both runs) within about 6 minutes on 2 cores: the unit and
+# integration tests (LangChain, LangGraph, langchain-openai and openai over real HTTP), the CLI and the
+# docs examples and site. Left to `make test`: the property tests and the leak loops (callstream's own
+# machinery), the web apps under their servers, and the package build.
+TESTS_LATEST := tests/unit tests/integration tests/test_docs.py tests/test_public_api.py \
+	--ignore=tests/unit/test_leaks.py -m "not slow"
 
-.PHONY: install demo test check lint format bench docs clean
+.PHONY: install demo test test-latest check lint format bench docs dist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +35,17 @@ check: $(STAMP)
 test: check
 	$(PY) -m pytest -q
 
+# The newest release of every dependency, no constraints, in a venv of its own (re-resolved on
+# every run), so that a release that breaks callstream shows up the day it ships.
+test-latest:
+	test -x $(VENV_LATEST)/bin/python || $(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	@$(VENV_LATEST)/bin/python -c "import sys; from importlib.metadata import version as v; \
+	  names = 'langchain-core langchain langgraph langchain-openai openai pydantic'.split(); \
+	  print('test-latest: Python', sys.version.split()[0] + ',', ', '.join(n + ' ' + v(n) for n in names))"
+	$(VENV_LATEST)/bin/python -m pytest -q $(TESTS_LATEST)
+
 format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks adapters docs
 	$(PY) -m ruff check --fix src tests benchmarks adapters docs
@@ -32,8 +53,14 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# NO_MKDOCS_2_WARNING: Material prints an end-of-life banner on every build otherwise.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# A wheel and an sdist in dist/, built by the pinned hatchling of the dev venv.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_LATEST) dist site .mypy_cache .ruff_cache .hypothesis

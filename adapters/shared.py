@@ -6,12 +6,16 @@ and uvicorn without flags:
 - `CALLSTREAM_BASE_URL` / `CALLSTREAM_MODEL`: an OpenAI-compatible server
   (`OPENAI_API_KEY` is used when set); default: the embedded scripted model;
 - `CALLSTREAM_DELAY`: seconds between scripted tokens (default 0.03);
-- `CALLSTREAM_HEARTBEAT`: seconds of silence before a `: ping` (default 15).
+- `CALLSTREAM_HEARTBEAT`: seconds of silence before a `: ping` (default 15);
+- `CALLSTREAM_MAX_BODY`: the largest request body, in bytes (default 1 MiB).
+
+What a request must look like, and the errors, are in `validation.py`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -19,13 +23,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from langchain_core.callbacks import UsageMetadataCallbackHandler
+from langchain_core.messages import HumanMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import tool
 
+import callstream
+import callstream.openai
+from adapters import validation
+from adapters.validation import ApiError, ChatRequest
 from callstream.sse import format_sse
 from callstream.testing import ScriptedChatModel, agent_script
+
+logger = logging.getLogger("adapters")
 
 HEARTBEAT = float(os.environ.get("CALLSTREAM_HEARTBEAT", "15"))
 MODEL_NAME = os.environ.get("CALLSTREAM_MODEL", "callstream-scripted")
@@ -49,18 +61,37 @@ def _chat(respond: Any = None) -> Any:
         from langchain_openai import ChatOpenAI
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
-        return ChatOpenAI(base_url=base_url, model=MODEL_NAME, api_key=key, max_retries=0)
+        # stream_usage: ask for the usage chunk (`stream_options.include_usage`) that
+        # langchain-openai leaves off for a base_url other than OpenAI's
+        return ChatOpenAI(base_url=base_url, model=MODEL_NAME, api_key=key, max_retries=0, stream_usage=True)
     delay = float(os.environ.get("CALLSTREAM_DELAY", "0.03"))
     if respond is not None:
         return ScriptedChatModel(respond=respond, chunk_size=3, delay=delay)
     return ScriptedChatModel(responses=[ANSWER], chunk_size=3, delay=delay)
 
 
+PROMPT = ChatPromptTemplate.from_messages([("system", "You are concise."), MessagesPlaceholder("messages")])
+
+
+@cache
+def chat_model() -> Any:
+    return _chat()
+
+
 @cache
 def chain() -> Runnable[Any, Any]:
-    """`prompt | model | parser`: the `/stream` route and the OpenAI-compatible one."""
-    prompt = ChatPromptTemplate.from_messages([("system", "You are concise."), ("human", "{q}")])
-    return prompt | _chat() | StrOutputParser()
+    """`prompt | model | parser`: the `/stream` route and the OpenAI-compatible one.
+
+    Its input is `{"messages": [...]}`: a conversation, after the app's system prompt.
+    """
+    return PROMPT | chat_model() | StrOutputParser()
+
+
+def chat_chain(model_kwargs: dict[str, Any]) -> Runnable[Any, Any]:
+    """The chain, with a request's parameters (`temperature`, `max_tokens`...) bound to its model."""
+    if not model_kwargs:
+        return chain()
+    return PROMPT | chat_model().bind(**model_kwargs) | StrOutputParser()
 
 
 @cache
@@ -99,31 +130,27 @@ def approval_agent() -> Runnable[Any, Any]:
     return create_agent(_chat(respond), tools=[send_email], middleware=[hitl], checkpointer=InMemorySaver())
 
 
-def approval_thread(thread: str) -> dict[str, Any]:
-    """The run config for a conversation thread id sent by the page.
+def approval_thread(thread: str | None) -> dict[str, Any]:
+    """The run config for a conversation thread id sent by the page (`ApiError` 400 if malformed).
 
     The id is a bearer secret: check here that the caller owns it (a session, a
     user id) before starting or resuming its run.
     """
-    if not (1 <= len(thread) <= 64 and thread.replace("-", "").replace("_", "").isalnum()):
-        raise ValueError("thread must be 1-64 letters, digits, '-' or '_'")
-    return {"configurable": {"thread_id": thread}}
+    return {"configurable": {"thread_id": validation.thread_id(thread)}}
 
 
 def approval_input(q: str) -> dict[str, Any]:
     return {"messages": [("user", q or "Email the team hello.")]}
 
 
-def decision(body: dict[str, Any]) -> Any:
-    """`Command(resume=...)` for the page's decision (`{"decision": "approve" | "reject"}`)."""
+def decision(body: Any) -> Any:
+    """`Command(resume=...)` for the page's decision (`{"decision": "approve" | "reject"}`);
+    `ApiError` 400 for any other body."""
     from langgraph.types import Command
 
-    choice = body.get("decision")
-    if choice == "approve":
+    if validation.decision(body) == "approve":
         return Command(resume={"decisions": [{"type": "approve"}]})
-    if choice == "reject":
-        return Command(resume={"decisions": [{"type": "reject", "message": "rejected on the page"}]})
-    raise ValueError("decision must be 'approve' or 'reject'")
+    return Command(resume={"decisions": [{"type": "reject", "message": "rejected on the page"}]})
 
 
 class _Open:
@@ -182,20 +209,60 @@ def health() -> dict[str, Any]:
     }
 
 
-def chain_input(q: str) -> dict[str, str]:
-    return {"q": q or "What is callstream?"}
+def chain_input(q: str) -> dict[str, Any]:
+    return {"messages": [HumanMessage(q or "What is callstream?")]}
 
 
 def agent_input(q: str) -> dict[str, Any]:
     return {"messages": [("user", q or "What's the weather in Paris?")]}
 
 
-def question_of(body: dict[str, Any]) -> str:
-    """The last user message of a chat-completions request."""
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content or "")
-    return ""
+def completion_sse(req: ChatRequest) -> Iterator[bytes]:
+    """`POST /v1/chat/completions` with `"stream": true`, for WSGI: the OpenAI wire format."""
+    events = callstream.iter_callbacks(chat_chain(req.model_kwargs), {"messages": req.messages})
+    wire = callstream.openai.sse(events, model=req.model, include_usage=req.include_usage, heartbeat=HEARTBEAT)
+    return tracked(wire)
+
+
+def acompletion_sse(req: ChatRequest) -> AsyncIterator[bytes]:
+    """The async twin of `completion_sse`, for ASGI."""
+    events = callstream.aiter_callbacks(chat_chain(req.model_kwargs), {"messages": req.messages})
+    wire = callstream.openai.asse(events, model=req.model, include_usage=req.include_usage, heartbeat=HEARTBEAT)
+    return atracked(wire)
+
+
+def _usage(handler: UsageMetadataCallbackHandler) -> dict[str, int]:
+    """The usage the model(s) reported, summed over the calls."""
+    total: dict[str, int] = {}
+    for usage in handler.usage_metadata.values():
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            value = usage.get(key)
+            total[key] = total.get(key, 0) + (value if isinstance(value, int) else 0)
+    return total
+
+
+def _model_failed(exc: Exception) -> ApiError:
+    logger.error("the chain failed", exc_info=exc)
+    return ApiError(500, f"The model failed ({type(exc).__name__}).", code="model_error")
+
+
+def completion(req: ChatRequest) -> dict[str, Any]:
+    """`POST /v1/chat/completions` without streaming: a `chat.completion` with the model's usage."""
+    usage = UsageMetadataCallbackHandler()
+    config: RunnableConfig = {"callbacks": [usage]}
+    try:
+        text = chat_chain(req.model_kwargs).invoke({"messages": req.messages}, config)
+    except Exception as exc:
+        raise _model_failed(exc) from None
+    return callstream.openai.chat_completion(text, model=req.model, usage=_usage(usage))
+
+
+async def acompletion(req: ChatRequest) -> dict[str, Any]:
+    """The async twin of `completion`."""
+    usage = UsageMetadataCallbackHandler()
+    config: RunnableConfig = {"callbacks": [usage]}
+    try:
+        text = await chat_chain(req.model_kwargs).ainvoke({"messages": req.messages}, config)
+    except Exception as exc:
+        raise _model_failed(exc) from None
+    return callstream.openai.chat_completion(text, model=req.model, usage=_usage(usage))

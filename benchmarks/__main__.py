@@ -484,6 +484,13 @@ def versions() -> dict[str, str]:
     return out
 
 
+def versions_line(v: dict[str, str]) -> str:
+    """The versions as a sentence for the docs page (latest.json keeps them as data)."""
+    machine = f"{v.get('machine', '?')}, {v.get('cpus', '?')} CPUs, Python {v.get('python', '?')}"
+    dists = ", ".join(f"{name} {version}" for name, version in v.items() if name not in ("python", "machine", "cpus"))
+    return f"Measured on {machine}; {dists}."
+
+
 def table(title: str, rows: list[dict[str, Any]]) -> str:
     cols = list(rows[0])
     keys = [c for c in cols if c != "row"]
@@ -529,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name}...", file=sys.stderr, flush=True)
         results[name] = sections[name]()
         print(table(name, results[name]), flush=True)
-    md = [f"# callstream benchmarks — {results['date']}", "", "Versions: " + json.dumps(results["versions"]), ""]
+    md = [f"## callstream benchmarks — {results['date']}", "", versions_line(results["versions"]), ""]
     md += [table(name, results[name]) for name in sections if name in results]
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1, default=str))

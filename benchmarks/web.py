@@ -20,10 +20,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tests.openai_server import OpenAIServer
 from tests.web.conftest import SERVERS, AppServer
 
 from benchmarks.__main__ import table
+from callstream.testing import OpenAIServer
 
 
 def one(app: AppServer, route: str, q: str) -> tuple[float, float, int]:

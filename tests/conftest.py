@@ -65,8 +65,8 @@ def no_thread_leak() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def openai_server() -> Iterator[Any]:
-    """The local OpenAI-compatible server (tests/openai_server.py) on 127.0.0.1."""
-    from tests.openai_server import OpenAIServer
+    """The local OpenAI-compatible server (`callstream.testing.OpenAIServer`) on 127.0.0.1."""
+    from callstream.testing import OpenAIServer
 
     server = OpenAIServer().start()
     yield server

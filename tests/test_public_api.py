@@ -11,6 +11,7 @@ EXPECTED_ALL = [
     "BoundedSink",
     "DequeSink",
     "Event",
+    "Push",
     "QueueSink",
     "Sink",
     "SinkStatistics",
@@ -21,12 +22,21 @@ EXPECTED_ALL = [
     "Summary",
     "ToolCall",
     "afrom_callback",
+    "afrom_push",
     "aiter_callbacks",
     "from_callback",
+    "from_push",
     "iter_callbacks",
 ]
 
-PUBLIC_MODULES = ["callstream.errors", "callstream.events", "callstream.sinks", "callstream.testing", "callstream.cli"]
+PUBLIC_MODULES = [
+    "callstream.errors",
+    "callstream.events",
+    "callstream.sinks",
+    "callstream.testing",
+    "callstream.testing.openai_server",
+    "callstream.cli",
+]
 
 
 def test_all_is_the_documented_surface() -> None:

@@ -2,81 +2,146 @@
 
 Streams with the async face (`aiter_callbacks`): Starlette would run a sync
 iterator one `next()` per worker thread and never close it on disconnect.
+Every error is JSON (`adapters/validation.py`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
 import callstream
-import callstream.openai
-from adapters import shared
+from adapters import shared, validation
+from adapters.validation import ApiError
 from callstream.sse import SSE_HEADERS, asse
 
-app = FastAPI(title="callstream reference app")
+# no redirect from `/path/` to `/path`: a 404, as in the other apps
+app = FastAPI(title="callstream reference app", redirect_slashes=False)
+GET = ["GET", "HEAD"]  # HEAD with GET, as Flask and Starlette's own routes do
+logger = logging.getLogger("adapters.fastapi")
 
 
-@app.get("/", response_class=HTMLResponse)
+def _error(err: ApiError) -> Response:
+    return Response(err.json(), status_code=err.status, headers=err.headers, media_type="application/json")
+
+
+@app.exception_handler(ApiError)
+async def api_error(request: Request, err: ApiError) -> Response:
+    return _error(err)
+
+
+@app.exception_handler(HTTPException)
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own errors (404, 405) in the same JSON shape."""
+    if exc.status_code == 404:
+        return _error(validation.not_found(request.method, request.url.path))
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "").split(", ")
+        return _error(validation.method_not_allowed(request.method, allowed))
+    return _error(ApiError(exc.status_code, str(exc.detail)))
+
+
+@app.exception_handler(RequestValidationError)
+async def query_error(request: Request, exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return _error(ApiError(400, f"Invalid request: {first.get('msg', 'bad parameter')}.", param=param))
+
+
+@app.exception_handler(Exception)
+async def crash(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error", exc_info=exc)  # the client gets no traceback, the log does
+    return _error(validation.server_error())
+
+
+@app.api_route("/", methods=GET, response_class=HTMLResponse)
 async def index() -> str:
     return shared.INDEX_HTML
 
 
-@app.get("/health")
+@app.api_route("/health", methods=GET)
 def health() -> dict[str, Any]:  # sync on purpose: it must not starve behind streams
     return shared.health()
 
 
-@app.get("/stream")
-async def stream(q: str = "") -> StreamingResponse:
-    events = callstream.aiter_callbacks(shared.chain(), shared.chain_input(q))
-    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+def _sse(request: Request, body: Callable[[], AsyncIterator[bytes]]) -> Response:
+    """An SSE response; for HEAD the headers only (Starlette would run the stream to drop its bytes)."""
+    if request.method == "HEAD":
+        return Response(headers=dict(SSE_HEADERS))
+    return StreamingResponse(body(), headers=dict(SSE_HEADERS))
 
 
-@app.get("/native")
-async def native(q: str = "") -> StreamingResponse:
-    return StreamingResponse(shared.anative_sse(q), headers=dict(SSE_HEADERS))
+@app.api_route("/stream", methods=GET)
+async def stream(request: Request, q: str = "") -> Response:
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.chain(), shared.chain_input(q))
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
 
 
-@app.get("/agent")
-async def agent(q: str = "") -> StreamingResponse:
-    events = callstream.aiter_callbacks(shared.agent(), shared.agent_input(q))
-    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+@app.api_route("/native", methods=GET)
+async def native(request: Request, q: str = "") -> Response:
+    return _sse(request, lambda: shared.anative_sse(q))
 
 
-@app.get("/approval")
-async def approval(q: str = "", thread: str = "") -> Any:
-    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+@app.api_route("/agent", methods=GET)
+async def agent(request: Request, q: str = "") -> Response:
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.agent(), shared.agent_input(q))
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
+
+
+async def _read_body(request: Request) -> bytes:
+    body = validation.Body()
     try:
-        config = shared.approval_thread(thread)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    events = callstream.aiter_callbacks(shared.approval_agent(), shared.approval_input(q), config)
-    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+        async for chunk in request.stream():
+            body.add(chunk)
+    except ApiError:
+        raise
+    except Exception as exc:  # the client left or sent less than it announced
+        raise validation.unreadable() from exc
+    return body.bytes()
+
+
+@app.api_route("/approval", methods=GET)
+async def approval(request: Request, q: str = "", thread: str | None = None) -> Response:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    config = shared.approval_thread(thread)
+
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.approval_agent(), shared.approval_input(q), config)
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
 
 
 @app.post("/approval/{thread}/decision")
-async def approval_decision(thread: str, request: Request) -> Any:
+async def approval_decision(thread: str, request: Request) -> Response:
     """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
-    try:
-        config, resume = shared.approval_thread(thread), shared.decision(await request.json())
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    config = shared.approval_thread(thread)
+    validation.check_content_type(request.headers.get("Content-Type"))
+    validation.check_length(request.headers.get("Content-Length"))
+    resume = shared.decision(validation.parse_json(await _read_body(request)))
     events = callstream.aiter_callbacks(shared.approval_agent(), resume, config)
     return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
 
 
 @app.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Any:
-    body = await request.json()
-    inputs = shared.chain_input(shared.question_of(body))
-    model = body.get("model") or shared.MODEL_NAME
-    if body.get("stream"):
-        events = callstream.aiter_callbacks(shared.chain(), inputs)
-        wire = callstream.openai.asse(events, model=model, heartbeat=shared.HEARTBEAT)
-        return StreamingResponse(shared.atracked(wire), headers=dict(SSE_HEADERS))
-    async with callstream.aiter_callbacks(shared.chain(), inputs) as events:
-        text = "".join([t async for t in events.tokens()])
-    return JSONResponse(callstream.openai.chat_completion(text, model=model))
+async def chat_completions(request: Request) -> Response:
+    validation.check_content_type(request.headers.get("Content-Type"))
+    validation.check_length(request.headers.get("Content-Length"))
+    req = validation.chat_request(validation.parse_json(await _read_body(request)))
+    if req.stream:
+        return StreamingResponse(shared.acompletion_sse(req), headers=dict(SSE_HEADERS))
+    # ASCII JSON: any text the model wrote encodes (JSONResponse's UTF-8 fails on a lone surrogate)
+    return Response(json.dumps(await shared.acompletion(req)), media_type="application/json")

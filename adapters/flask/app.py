@@ -2,7 +2,7 @@
 
 Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
 `GET /approval?q=&thread=`, `POST /approval/<thread>/decision`, `POST /v1/chat/completions`,
-`GET /health`.
+`GET /health`. Every error is JSON (`adapters/validation.py`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,41 @@ import json
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 import callstream
-import callstream.openai
-from adapters import shared
+from adapters import shared, validation
+from adapters.validation import ApiError
 from callstream.sse import SSE_HEADERS, sse
 
 app = Flask(__name__)
+
+
+def _error(err: ApiError) -> Response:
+    return Response(err.json(), status=err.status, headers=err.headers, mimetype="application/json")
+
+
+@app.errorhandler(ApiError)
+def api_error(err: ApiError) -> Response:
+    return _error(err)
+
+
+@app.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Werkzeug's own errors (404, 405, a bad request line...) in the same JSON shape."""
+    if exc.code == 404:
+        return _error(validation.not_found(request.method, request.path))
+    if exc.code == 405:
+        return _error(validation.method_not_allowed(request.method, getattr(exc, "valid_methods", None) or ()))
+    if exc.code == 413:
+        return _error(validation.too_large())
+    return _error(ApiError(exc.code or 500, exc.description or exc.name))
+
+
+@app.errorhandler(Exception)
+def crash(exc: Exception) -> Response:
+    app.logger.error("unhandled error", exc_info=exc)  # the client gets no traceback, the log does
+    return _error(validation.server_error())
 
 
 @app.get("/")
@@ -50,10 +78,7 @@ def agent() -> Response:
 @app.get("/approval")
 def approval() -> Response:
     """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
-    try:
-        config = shared.approval_thread(request.args.get("thread", ""))
-    except ValueError as exc:
-        return Response(json.dumps({"error": str(exc)}), status=400, mimetype="application/json")
+    config = shared.approval_thread(request.args.get("thread"))
     inputs = shared.approval_input(request.args.get("q", ""))
     events = callstream.iter_callbacks(shared.approval_agent(), inputs, config)
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
@@ -62,22 +87,19 @@ def approval() -> Response:
 @app.post("/approval/<thread>/decision")
 def approval_decision(thread: str) -> Response:
     """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
-    try:
-        config, resume = shared.approval_thread(thread), shared.decision(request.get_json(force=True))
-    except ValueError as exc:
-        return Response(json.dumps({"error": str(exc)}), status=400, mimetype="application/json")
+    config = shared.approval_thread(thread)
+    headers = request.headers
+    body = validation.read_json(headers.get("Content-Type"), headers.get("Content-Length"), request.stream.read)
+    resume = shared.decision(body)
     events = callstream.iter_callbacks(shared.approval_agent(), resume, config)
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
 
 
 @app.post("/v1/chat/completions")
-def chat_completions() -> Any:
-    body = request.get_json(force=True)
-    inputs = shared.chain_input(shared.question_of(body))
-    model = body.get("model") or shared.MODEL_NAME
-    if body.get("stream"):
-        events = callstream.iter_callbacks(shared.chain(), inputs)
-        wire = callstream.openai.sse(events, model=model, heartbeat=shared.HEARTBEAT)
-        return Response(shared.tracked(wire), headers=SSE_HEADERS)
-    text = shared.chain().invoke(inputs)
-    return Response(json.dumps(callstream.openai.chat_completion(text, model=model)), mimetype="application/json")
+def chat_completions() -> Response:
+    headers = request.headers
+    body = validation.read_json(headers.get("Content-Type"), headers.get("Content-Length"), request.stream.read)
+    req = validation.chat_request(body)
+    if req.stream:
+        return Response(shared.completion_sse(req), headers=SSE_HEADERS)
+    return Response(json.dumps(shared.completion(req)), mimetype="application/json")

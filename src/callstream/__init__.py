@@ -13,6 +13,9 @@ from ._answer import Summary as Summary
 from ._answer import ToolCall as ToolCall
 from ._astream import AsyncStream as AsyncStream
 from ._astream import afrom_callback as afrom_callback
+from ._push import Push as Push
+from ._push import afrom_push as afrom_push
+from ._push import from_push as from_push
 from ._runnable import aiter_callbacks as aiter_callbacks
 from ._runnable import iter_callbacks as iter_callbacks
 from ._stream import Stream as Stream
@@ -34,6 +37,7 @@ __all__ = [
     "BoundedSink",
     "DequeSink",
     "Event",
+    "Push",
     "QueueSink",
     "Sink",
     "SinkStatistics",
@@ -44,8 +48,10 @@ __all__ = [
     "Summary",
     "ToolCall",
     "afrom_callback",
+    "afrom_push",
     "aiter_callbacks",
     "from_callback",
+    "from_push",
     "iter_callbacks",
 ]
 

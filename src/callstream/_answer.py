@@ -24,11 +24,18 @@ class AnswerFilter:
     preamble such as "Let me look that up": it is dropped) or `holdback`
     characters arrived with none (it is the answer: released, then streamed),
     or the call ends (released unless the final message has tool calls).
+
+    With `holdback=None` nothing is released before the call ends or a tool
+    call starts: a preamble never leaks, at the price of the answer of a call
+    with tools bound arriving in one piece when that call ends.
     """
 
-    def __init__(self, holdback: int = 80) -> None:
-        if not isinstance(holdback, int) or holdback < 0:
-            raise ValueError(f"holdback must be an int >= 0 (characters), not {holdback!r}")
+    def __init__(self, holdback: int | None = 80) -> None:
+        if holdback is not None and (type(holdback) is not int or holdback < 0):
+            raise ValueError(
+                f"holdback must be an int >= 0 (characters), or None to hold a call's text until it ends; "
+                f"got {holdback!r}"
+            )
         self.holdback = holdback
         self._held: dict[str, list[str]] = {}  # run id -> text held back
         self._dropped: set[str] = set()  # runs that turned out to call tools
@@ -53,7 +60,7 @@ class AnswerFilter:
                 return [event.text] if event.text else []
             if event.text:
                 held.append(event.text)
-                if sum(map(len, held)) >= self.holdback:
+                if self.holdback is not None and sum(map(len, held)) >= self.holdback:
                     del self._held[run]
                     return ["".join(held)]
             return []
@@ -103,7 +110,9 @@ class Summary:
     tokens_per_second: float | None
     #: the longest gap between two produced tokens
     longest_gap: float | None
-    #: token events produced
+    #: tokens produced that carry text: token events with a non-empty `text`
+    #: (a model's empty closing chunk and tool-call chunks are not counted);
+    #: for `from_callback`, the non-empty `str` items delivered
     tokens: int
     #: LLM calls started
     llm_calls: int

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 from ._answer import AnswerFilter
 from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter, text_of
 from ._stream import _as_producer, _BaseStream
 from .events import Event
-from .sinks import Sink, SinkName
+from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("AsyncStream", "afrom_callback")
 
@@ -63,6 +64,20 @@ class AsyncStream(_BaseStream[T]):
         self._note_consumer_error(exc)
         self.close()
 
+    def __enter__(self) -> NoReturn:
+        raise TypeError(
+            "this is an AsyncStream: use `async with`, not `with` (in sync code, use iter_callbacks / from_callback)"
+        )
+
+    def __exit__(self, *exc_info: object) -> NoReturn:
+        raise TypeError("this is an AsyncStream: use `async with`, not `with`")  # pragma: no cover
+
+    def __iter__(self) -> NoReturn:
+        raise TypeError(
+            "this is an AsyncStream: use `async for` (or `[x async for x in stream]`), not `for` or list() "
+            "(in sync code, use iter_callbacks / from_callback)"
+        )
+
     async def aclose(self) -> None:
         """Same as `close()`, for `contextlib.aclosing` and async frameworks."""
         self.close()
@@ -79,7 +94,7 @@ class AsyncStream(_BaseStream[T]):
             self._pending = batch = await self._next_batch()
             item = batch.popleft()
         self._delivered += 1
-        if (text := text_of(item)) is not None:
+        if text := text_of(item):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
@@ -98,7 +113,7 @@ class AsyncStream(_BaseStream[T]):
                     continue
             item = batch.popleft()
             self._delivered += 1
-            if (text := text_of(item)) is not None:
+            if text := text_of(item):
                 parts.append(text)
             yield item
 
@@ -147,7 +162,7 @@ class AsyncStream(_BaseStream[T]):
             if fut is not None and (not fut.done() or fut.cancelled()):  # not woken: disarm
                 sink.set_wakeup(None)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int = 80) -> AsyncIterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> AsyncIterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         The stream is closed when the generator ends or is closed (or
@@ -204,8 +219,17 @@ def afrom_callback(
 ) -> AsyncStream[Any]:
     """The async twin of `from_callback`: same arguments, same guarantees.
 
-    `producer(emit)` is a plain (sync) function run in a worker thread;
-    consume with `async with afrom_callback(producer) as stream: async for ...`.
+    Consume with `async with afrom_callback(producer) as stream: async for ...`.
+    A plain function `producer(emit)` runs in a worker thread of its own. An
+    `async def producer(emit)` runs as a task on the caller's event loop when
+    the sink never blocks (`"queue"`, `"deque"`, a `BoundedSink` with a
+    `drop_*` or `"error"` policy), and cancelling the stream cancels that
+    task; with a sink that can block, it runs in a worker thread on an event
+    loop of its own, so that backpressure never blocks the caller's loop.
+    In both cases `emit` is a plain function (call it, do not await it).
     """
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-    return AsyncStream(_Core(_as_producer(producer), sink, timeouts))
+    produce = _as_producer(producer)
+    sink_ = make_sink(sink)
+    aproducer = producer if inspect.iscoroutinefunction(producer) and never_blocks(sink_) else None
+    return AsyncStream(_Core(produce, sink_, timeouts, aproducer=aproducer))

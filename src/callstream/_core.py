@@ -80,7 +80,7 @@ def add_note(exc: BaseException, note: str) -> None:
     notes = getattr(exc, "__notes__", None)
     if notes is None:
         try:
-            exc.__notes__ = notes = []  # type: ignore[attr-defined]
+            exc.__notes__ = notes = []
         except (AttributeError, TypeError):  # an exception type with __slots__
             return
     if isinstance(notes, list):

@@ -268,9 +268,10 @@ class CallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self.stats.on_token()
         run = self._runs.get(run_id)
         if run is None or not run.visible or not run.tokens:
+            if token:  # counted, not shown: the text of a filtered or "nostream" run
+                self.stats.on_token()
             return
         if chunk is None:
             text = token if type(token) is str else _content_text(token)
@@ -282,6 +283,8 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             piece = chunk
             text = chunk.text
+        if text:  # an empty closing chunk or a tool-call chunk is not a token of text
+            self.stats.on_token()
         self._emit_token(
             Event(
                 "token",
@@ -311,6 +314,26 @@ class CallbackHandler(BaseCallbackHandler):
         data: Mapping[str, Any] = {"output": output}
         if run is not None and run.run_type == "llm":
             data = {"output": {"generations": response.generations, "llm_output": response.llm_output}}
+        elif run is not None and run.visible and getattr(output, "tool_calls", None) and not self._stopping():
+            # The call ended calling tools: the text it streamed was a preamble
+            # ("Let me look that up"), not the answer. Say so, so that a UI that
+            # showed it can take it back.
+            text = _content_text(output.content)
+            if text:
+                self._emit_event(
+                    Event(
+                        "preamble",
+                        run.name,
+                        run.id,
+                        run.parents,
+                        run.tags,
+                        run.metadata,
+                        {"text": text},
+                        "",
+                        None,
+                        run.run_type,
+                    )
+                )
         self._end("llm_end", run_id, data, output)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:

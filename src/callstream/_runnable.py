@@ -14,7 +14,7 @@ from ._core import Timeouts, _Core
 from ._handler import CallbackHandler, Filter, handler_type
 from ._stream import Stream
 from .events import Event
-from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, make_sink
+from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("aiter_callbacks", "iter_callbacks")
 
@@ -67,13 +67,6 @@ def _output(handler: CallbackHandler, chunks: list[Any]) -> Any:
     return output
 
 
-def _never_blocks(sink: Sink) -> bool:
-    """Whether `put` can never block (so it may run on the event loop's thread)."""
-    if isinstance(sink, (QueueSink, DequeSink)):
-        return True
-    return isinstance(sink, BoundedSink) and sink.overflow in ("drop_oldest", "drop_newest", "error")
-
-
 def _make_core(
     runnable: Runnable[Any, Any],
     input: Any,
@@ -120,7 +113,7 @@ def _make_core(
         return output
 
     sink_ = make_sink(sink)
-    core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and _never_blocks(sink_) else None)
+    core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and never_blocks(sink_) else None)
     emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
     box.append(handler_type()(emit_token, emit_event, filter_, lambda: core.stopping, core.stats))
     return core

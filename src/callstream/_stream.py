@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 
 from ._answer import AnswerFilter, StreamStats, Summary
 from ._core import (
@@ -76,6 +78,8 @@ class _BaseStream(Generic[T]):
         core = self._core
         if core.status == "completed" or core.status == "interrupted":
             return core.value
+        if core.state is _State.NEW:
+            raise RuntimeError("no output yet: the stream has not started; iterate it to the end first")
         if core.status == "running":
             raise RuntimeError("no output yet: the stream is still running; iterate it to the end first")
         cause = core.value if isinstance(core.value, BaseException) else None
@@ -162,6 +166,19 @@ class Stream(_BaseStream[T]):
         self._note_consumer_error(exc)
         self.close()
 
+    def __aenter__(self) -> NoReturn:
+        raise TypeError(
+            "this is a sync Stream: use `with`, not `async with` (in async code, use aiter_callbacks / afrom_callback)"
+        )
+
+    def __aexit__(self, *exc_info: object) -> NoReturn:
+        raise TypeError("this is a sync Stream: use `with`, not `async with`")  # pragma: no cover
+
+    def __aiter__(self) -> NoReturn:
+        raise TypeError(
+            "this is a sync Stream: use `for`, not `async for` (in async code, use aiter_callbacks / afrom_callback)"
+        )
+
     def __iter__(self) -> Iterator[T]:
         # A fresh generator that holds the stream, never stored on it: the
         # stream stays collectable by refcount (no cycle), and
@@ -179,7 +196,7 @@ class Stream(_BaseStream[T]):
             self._pending = batch = self._next_batch()
             item = batch.popleft()
         self._delivered += 1
-        if (text := text_of(item)) is not None:
+        if text := text_of(item):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
@@ -196,8 +213,9 @@ class Stream(_BaseStream[T]):
                 item = pop()
                 self._delivered += 1
                 if type(item) is str:
-                    parts.append(item)
-                elif type(item) is Event and item.kind == "token":
+                    if item:
+                        parts.append(item)
+                elif type(item) is Event and item.kind == "token" and item.text:
                     parts.append(item.text)
                 yield item
             batch = self._pending  # next() may have fetched a new batch meanwhile
@@ -246,7 +264,7 @@ class Stream(_BaseStream[T]):
                     return deque()
                 wait = min(wait, left)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int = 80) -> Iterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> Iterator[str]:
         """Yield the text of token items, skipping empty strings.
 
         For `iter_callbacks`, the text of token events; for `from_callback`,
@@ -260,7 +278,11 @@ class Stream(_BaseStream[T]):
                 chunk shows it was a preamble (dropped), `holdback` characters
                 arrived without one (released, then streamed), or it ends.
                 Calls with no tools bound stream at once.
-            holdback: characters to hold back, see `answer_only`.
+            holdback: characters to hold back, see `answer_only`. A preamble
+                longer than this is released as if it were the answer; with
+                `None` a call's text is held until the call ends or a tool
+                call starts, so a preamble never leaks (the answer of a call
+                with tools bound then arrives in one piece, when it ends).
 
         Raises:
             RuntimeError: the stream itself was already iterated.
@@ -337,6 +359,10 @@ def from_callback(
     is closed or timed out, `emit` raises `callstream.sinks.Cancelled`, a
     `BaseException`, so the producer stops there.
 
+    An `async def` producer (or one that returns a coroutine) is run to the
+    end in the worker thread, on an event loop of its own; in an async app use
+    `afrom_callback`, which runs it on the caller's loop.
+
     Raises:
         TypeError: `producer` is not callable, or `sink` is neither a name nor
             a `Sink`.
@@ -348,6 +374,15 @@ def from_callback(
 
 
 def _as_producer(producer: Callable[[Callable[[Any], None]], Any]) -> Producer:
+    """Check `producer`; one that returns a coroutine (an `async def`) has it
+    run to the end in the worker thread, on an event loop of its own."""
     if not callable(producer):
         raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
-    return producer
+
+    def produce(emit: Callable[[Any], None]) -> Any:
+        value = producer(emit)
+        if inspect.iscoroutine(value):
+            return asyncio.run(value)
+        return value
+
+    return produce

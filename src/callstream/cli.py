@@ -6,7 +6,12 @@ Then one human-in-the-loop round: an agent whose tool needs approval pauses
 
 By default all run on the embedded scripted model (no network, no API key).
 `--base-url` and `--model` point them at any OpenAI-compatible server instead
-(`OPENAI_API_KEY` is used when set).
+(`OPENAI_API_KEY` is used when set; needs the `openai` extra). The agent part
+needs the `agents` extra; without it the chain part runs and a line says so.
+
+As a command-line tool should, it reports an error in one line on stderr and
+exits non-zero: 1 for a failed run (an unreachable server, a model error, a
+timeout), 2 for bad arguments, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from ._runnable import iter_callbacks
+from ._stream import Stream
+from .events import Event
 
 __all__ = ("main",)
 
@@ -30,10 +38,17 @@ ANSWER = (
 )
 
 
+class _Failed(Exception):
+    """A failure already worded for the user: `main` prints it as one line."""
+
+
 def _models(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """The chat models for the chain, the agent and the agent that asks for approval."""
     if args.base_url:
-        from langchain_openai import ChatOpenAI
+        try:
+            from langchain_openai import ChatOpenAI
+        except ImportError:
+            raise _Failed("--base-url needs the openai extra: pip install 'callstream[openai]'") from None
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
         chat = ChatOpenAI(base_url=args.base_url, model=args.model, api_key=key)  # type: ignore[arg-type]
@@ -66,9 +81,9 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return chain_model, agent_model, mail_model
 
 
-def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float, config: Any = None) -> Any:
-    out.write(f"\n\033[1m== {title} ==\033[0m\n")
-    with iter_callbacks(runnable, inputs, config, timeout=timeout) as stream:
+def _show(stream: Stream[Event], out: TextIO) -> None:
+    """The demo's consumer: print tokens and tool calls as they come."""
+    with stream:
         for event in stream:
             if event.kind == "token" and event.text:
                 out.write(event.text)
@@ -86,6 +101,41 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float, co
                         call = f"{action['name']}({json.dumps(action['args'], default=str)})"
                         out.write(f"\n  \033[33m⏸ paused: {call} needs approval\033[0m\n")
             out.flush()
+
+
+def _consume(stream: Stream[Event], out: TextIO) -> None:
+    """`_show(stream, out)` in a helper thread while this (main) thread waits for it.
+
+    Ctrl-C raises KeyboardInterrupt in the main thread at an arbitrary point. Were
+    the main thread the consumer, it could land just as a lock inside the sink
+    was taken (the interpreter checks for signals between taking a lock and
+    entering the `with` that releases it), leaving that lock held, and `close()`
+    would then wait for it forever. Here it lands in the wait: the main thread
+    closes the stream, which ends the consumer's loop and stops the run.
+    """
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            _show(stream, out)
+        except BaseException as exc:  # re-raised in the main thread
+            failure.append(exc)
+
+    consumer = threading.Thread(target=consume, name="demo-consumer", daemon=True)
+    consumer.start()
+    try:
+        consumer.join()
+    except KeyboardInterrupt:
+        stream.close()  # the model stops at its next callback; nothing waits for it
+        raise
+    if failure:
+        raise failure[0]
+
+
+def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float, config: Any = None) -> Stream[Event]:
+    out.write(f"\n\033[1m== {title} ==\033[0m\n")
+    stream = iter_callbacks(runnable, inputs, config, timeout=timeout)
+    _consume(stream, out)
     s = stream.summary
     tools = ", ".join(
         f"{t.name} → {getattr(t.result, 'content', t.result) if t.error is None else t.error}" for t in s.tool_calls
@@ -146,16 +196,22 @@ def _approval_round(
     _run(f"resumed with Command(resume=...): {decision['type']}", agent, resume, out, args.timeout, config)
 
 
+AGENTS_MISSING = "(the agent part of the demo needs the agents extra: pip install 'callstream[agents]')"
+
+
 def demo(args: argparse.Namespace, out: TextIO = sys.stdout, ask: Callable[[str], str] = input) -> int:
+    """Run the demo, writing to `out`: the chain, then, if the `agents` extra is installed, the agent
+    and the approval round (`ask` reads the decision when `--approve` is given)."""
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.tools import tool
 
     try:
         from langchain.agents import create_agent
-    except ImportError:  # pragma: no cover - the demo extra is missing
-        out.write("The agent demo needs `pip install 'callstream[agents]'`.\n")
-        return 1
+    except ImportError:  # the agents extra is not installed: the chain part still runs
+        have_agents = False
+    else:
+        have_agents = True
 
     @tool
     def get_weather(city: str) -> str:
@@ -165,6 +221,9 @@ def demo(args: argparse.Namespace, out: TextIO = sys.stdout, ask: Callable[[str]
     chain_model, agent_model, mail_model = _models(args)
     chain = ChatPromptTemplate.from_template("Explain {topic} in three sentences.") | chain_model | StrOutputParser()
     _run("chain: prompt | model | parser", chain, {"topic": "callstream"}, out, args.timeout)
+    if not have_agents:
+        out.write(f"\n{AGENTS_MISSING}\n")
+        return 0
     agent = create_agent(agent_model, tools=[get_weather])
     question = {"messages": [("user", "What's the weather in Paris?")]}
     _run("agent: create_agent with a tool", agent, question, out, args.timeout)
@@ -173,7 +232,54 @@ def demo(args: argparse.Namespace, out: TextIO = sys.stdout, ask: Callable[[str]
     return 0
 
 
+def _one_line(exc: BaseException, base_url: str | None) -> str:
+    """`exc` as the one line a command-line user needs (no traceback, no notes)."""
+    if isinstance(exc, _Failed):
+        return str(exc)
+    kinds = {cls.__name__ for cls in type(exc).__mro__}  # the openai SDK's errors, without importing it
+    text = _first_line(exc)
+    if base_url and "APIConnectionError" in kinds:  # refused, unknown host, timed out...
+        return f"cannot reach the model server at {base_url}: {_root_cause(exc)}"
+    if base_url and "APIStatusError" in kinds:
+        return f"the model server at {base_url} answered: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost explained cause: the SDK's "Connection error." wraps httpx's "[Errno 111] Connection refused"."""
+    text = _first_line(exc)
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+        text = _first_line(exc) or text
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _end_line() -> None:
+    """End the demo's partial line on stdout, so that the message on stderr starts a line."""
+    try:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # stdout closed (a pipe whose reader left)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `callstream` command: returns the exit status (0, 1 on a failed run, 130 on Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _end_line()
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="callstream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="stream a chain and a tool-using agent in the terminal")
@@ -183,7 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for each run")
     p.add_argument("--approve", action="store_true", help="ask on stdin whether to approve the tool call")
     args = parser.parse_args(argv)
-    return demo(args)
+    try:
+        return demo(args)
+    except Exception as exc:  # a failed run: one line, not a traceback
+        _end_line()
+        print(f"error: {_one_line(exc, args.base_url)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

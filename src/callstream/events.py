@@ -26,6 +26,7 @@ EventKind = Literal[
     "agent_finish",
     "custom",
     "interrupt",
+    "preamble",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -47,6 +48,7 @@ _PHASE = {
     "retriever_error": "error",
     "agent_action": "agent_action",
     "agent_finish": "agent_finish",
+    "preamble": "preamble",
 }
 
 
@@ -58,6 +60,11 @@ class Event(NamedTuple):
             `"custom"` for `dispatch_custom_event` and LangGraph's
             `get_stream_writer()` data; `"interrupt"` when a LangGraph graph
             pauses on `interrupt()`, waiting for `Command(resume=...)`).
+            `"preamble"` is callstream's own: sent just before the `llm_end` of
+            a chat-model call that ended calling tools, when that call had
+            streamed text; `data["text"]` is that text, which was a preamble
+            ("Let me look that up"), not the answer. A UI that showed the
+            call's tokens (same `run_id`) takes them back on this event.
         name: the run's name (`"ChatOpenAI"`, `"RunnableSequence"`, a tool name);
             for `dispatch_custom_event`, the event's name; for stream-writer
             data, the name of the node or tool that wrote it.

@@ -8,22 +8,44 @@ for chunk in callstream.openai.chunks(callstream.iter_callbacks(chain, inputs)):
 return StreamingHttpResponse(callstream.openai.sse(stream), headers=SSE_HEADERS)
 ```
 
-Tokens become `choices[0].delta.content`; with `tool_calls=True`, tool-call
-chunks become `delta.tool_calls`; the last chunk carries `finish_reason`
-(`"tool_calls"` if any tool call was sent, else `"stop"`).
+Tokens become `choices[0].delta.content`; the last choice chunk carries
+`finish_reason`. With `tool_calls=True`, tools show as the OpenAI API would
+show them to a client that runs its own tools, without ever asking it to run
+one the stream already ran:
+
+- a tool call the stream runs (an agent's: a `tool_start` event follows the
+  model's request) is sent as `delta.executed_tool_calls` (a list of
+  `{"id", "type": "function", "function": {"name", "arguments"}}`) when it
+  starts, and its result as `delta.tool_results` (a list of
+  `{"tool_call_id", "name", "content"}`, or `"error"`: the exception's type)
+  when it ends. An OpenAI client's tool loop reads `delta.tool_calls` and
+  `finish_reason` only, so it never runs these again; the SDK keeps them as
+  extra fields (`chunk.choices[0].delta.executed_tool_calls`);
+- the tool calls of the last model call that nothing ran (a model with
+  tools bound and no agent, or an agent stopped before its tools) are sent
+  at the end as `delta.tool_calls`, then `finish_reason="tool_calls"`;
+- otherwise the stream ends with `finish_reason="stop"`.
 
 A LangGraph run that paused on `interrupt()` (human in the loop) ends with
-`finish_reason: "interrupt"`, a value of ours beside OpenAI's, and its last
+`finish_reason: "interrupt"`, a value of ours beside OpenAI's (tool calls the
+graph will run on resume are not offered to the client), and its last
 chunk's choice carries the pause as an extra field:
 `choices[0].interrupt == {"interrupts": [{"id", "value", "node", "ns"}, ...],
 "checkpoint_id"}` (the `interrupt` event's data). The OpenAI SDK keeps both:
 `chunk.choices[0].finish_reason == "interrupt"`, and the payload in
 `chunk.choices[0].model_extra["interrupt"]`. A client that knows neither sees
-an ordinary end of message. The wire format is
-`data: {...}` lines ending with `data: [DONE]`; an error after the headers is
-sent as `data: {"error": {...}}`, which the OpenAI SDK raises as `APIError`.
-`chunks()` needs the `openai` package (`pip install 'callstream[openai]'`);
-the wire format does not.
+an ordinary end of message.
+
+With `include_usage=True` (what `stream_options={"include_usage": true}` asks
+of the API), every chunk has `"usage": null` and a last chunk with empty
+`choices` carries the usage the model(s) reported, summed (`stream.summary.usage`;
+zeros when the model reported none).
+
+The wire format is `data: {...}` lines ending with `data: [DONE]`; an error
+after the headers is sent as `data: {"error": {...}}`, which the OpenAI SDK
+raises as `APIError`. Text passes exactly: a lone or split UTF-16 surrogate
+as its JSON escape (see `callstream.sse`). `chunks()` needs the `openai`
+package (`pip install 'callstream[openai]'`); the wire format does not.
 """
 
 from __future__ import annotations
@@ -31,76 +53,201 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._astream import AsyncStream
 from ._core import IDLE
 from ._stream import Stream
 from .events import Event
-from .sse import PING, _aencode, _check, _encode, _safe, default_error_message, logger
+from .sse import PING, _aencode, _check, _encode, _json_text, _safe, _utf8, default_error_message, logger
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
 
-__all__ = ("achunks", "asse", "chat_completion", "chunks", "sse")
+__all__ = ("achunks", "asse", "chat_completion", "chunks", "openai_usage", "sse")
+
+
+@dataclass
+class _Call:
+    """A tool call a model asked for, and whether the stream then ran it."""
+
+    id: str
+    name: str
+    arguments: str
+    executed: bool = False
+
+    def wire(self, index: int) -> dict[str, Any]:
+        return {
+            "index": index,
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """OpenAI's `usage` from LangChain's (`input_tokens`...) or OpenAI's own keys; zeros if None."""
+    usage = usage or {}
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    total = usage.get("total_tokens", prompt + completion)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
 class ChunkBuilder:
-    """Builds `chat.completion.chunk` dicts from stream items (sans-I/O)."""
+    """Builds `chat.completion.chunk` dicts from stream items (sans-I/O).
 
-    def __init__(self, model: str = "callstream", *, tool_calls: bool = False) -> None:
+    With `tool_calls=True`, a model's tool calls are held until the stream shows
+    what became of them. A call the stream then runs (a `tool_start` follows)
+    is shown as `delta.executed_tool_calls` and its result as
+    `delta.tool_results`: fields an OpenAI client's tool loop does not read.
+    The calls of the last model call that nothing ran are sent at the end as
+    `delta.tool_calls`, with `finish_reason="tool_calls"`, for the client to run.
+    """
+
+    def __init__(self, model: str = "callstream", *, tool_calls: bool = False, include_usage: bool = False) -> None:
         self.model = model
         self.tool_calls = tool_calls
+        self.include_usage = include_usage
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.started = False
-        self.sent_tool_call = False
+        self._run: str | None = None  # the model call whose tool calls are pending
+        self._chunks: dict[Any, _Call] = {}  # its calls being streamed, by index
+        self._pending: list[_Call] = []
+        self._running: dict[str, str] = {}  # tool run id -> call id
         #: the data of the run's `interrupt` event (a LangGraph graph paused), or None
         self.interrupt: dict[str, Any] | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
+        chunk = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
 
-    def item(self, item: Any) -> list[dict[str, Any]]:
-        delta: dict[str, Any] = {}
-        if type(item) is str:
-            if item:
-                delta["content"] = item
-        elif isinstance(item, Event) and item.kind == "interrupt":
-            self.interrupt = _safe(item.data)
-        elif isinstance(item, Event) and item.kind == "token":
-            if item.text:
-                delta["content"] = item.text
-            calls = getattr(item.chunk, "tool_call_chunks", None) if self.tool_calls else None
-            if calls:
-                delta["tool_calls"] = [_tool_call(c) for c in calls]
-                self.sent_tool_call = True
-        if not delta:
-            return []
+    def _deltas(self, *deltas: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
         if not self.started:
             self.started = True
             out.append(self._chunk({"role": "assistant", "content": ""}))
-        out.append(self._chunk(delta))
+        out.extend(self._chunk(d) for d in deltas)
         return out
 
-    def finish(self) -> list[dict[str, Any]]:
-        out = [] if self.started else [self._chunk({"role": "assistant", "content": ""})]
-        self.started = True
-        if self.interrupt is not None:
+    def item(self, item: Any) -> list[dict[str, Any]]:
+        if type(item) is str:
+            return self._deltas({"content": item}) if item else []
+        if not isinstance(item, Event):
+            return []
+        if item.kind == "interrupt":
+            self.interrupt = _safe(item.data)
+            return []
+        if item.kind == "token":
+            if self.tool_calls:
+                self._collect(item)
+            return self._deltas({"content": item.text}) if item.text else []
+        if not self.tool_calls:
+            return []
+        if item.kind == "llm_start":
+            self._new_run(item.run_id)
+        elif item.kind == "llm_end":
+            self._ended(item)
+        elif item.kind == "tool_start":
+            return self._deltas({"executed_tool_calls": [self._executed(item)]})
+        elif item.kind in ("tool_end", "tool_error"):
+            result: dict[str, Any] = {"tool_call_id": self._running.pop(item.run_id, "call_" + item.run_id)}
+            result["name"] = item.name
+            if item.kind == "tool_end":
+                result["content"] = _content(item.data.get("output"))
+            else:
+                result["error"] = type(item.data.get("error")).__name__
+            return self._deltas({"tool_results": [result]})
+        return []
+
+    def _new_run(self, run_id: str) -> None:
+        if run_id != self._run:  # a later model call: earlier calls nothing ran are moot
+            self._run, self._chunks, self._pending = run_id, {}, []
+
+    def _collect(self, event: Event) -> None:
+        calls = getattr(event.chunk, "tool_call_chunks", None)
+        if not calls:
+            return
+        self._new_run(event.run_id)
+        for c in calls:
+            key = c.get("index")
+            if key is None:  # no index: a new call if it has an id, else the last one goes on
+                key = len(self._chunks) if c.get("id") or not self._chunks else len(self._chunks) - 1
+            call = self._chunks.get(key)
+            if call is None:
+                call = self._chunks[key] = _Call("", "", "")
+                self._pending.append(call)
+            call.id = call.id or c.get("id") or ""
+            call.name += c.get("name") or ""
+            call.arguments += c.get("args") or ""
+        for key, call in self._chunks.items():
+            call.id = call.id or f"call_{event.run_id}_{key}"
+
+    def _ended(self, event: Event) -> None:
+        """A model call that streamed no tool-call chunks may still have made calls."""
+        message = event.data.get("output")
+        if event.run_id == self._run and self._chunks:
+            return
+        calls = getattr(message, "tool_calls", None)
+        if calls:
+            self._new_run(event.run_id)
+            for i, c in enumerate(calls):
+                args = json.dumps(c.get("args") or {})
+                self._pending.append(_Call(c.get("id") or f"call_{event.run_id}_{i}", c.get("name") or "", args))
+
+    def _executed(self, event: Event) -> dict[str, Any]:
+        """The wire form of a tool call the stream runs, matched to the model's request."""
+        args = event.data.get("input")
+        named = [c for c in self._pending if not c.executed and c.name == event.name]
+        same = [c for c in named if _parsed(c.arguments) == args]
+        found = (same or named)[0] if named else None
+        if found is None:
+            text = args if isinstance(args, str) else json.dumps(_safe(args), ensure_ascii=False)
+            found = _Call("call_" + event.run_id, event.name, text)
+        found.executed = True
+        self._running[event.run_id] = found.id
+        wire = found.wire(0)
+        del wire["index"]
+        return wire
+
+    def finish(self, usage: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The last chunks: calls for the client to run, `finish_reason`, then usage if asked."""
+        out = self._deltas()
+        if self.interrupt is not None:  # paused: the graph runs its pending calls on resume
             last = self._chunk({}, "interrupt")
             last["choices"][0]["interrupt"] = self.interrupt
             out.append(last)
         else:
-            out.append(self._chunk({}, "tool_calls" if self.sent_tool_call else "stop"))
+            waiting = [c for c in self._pending if not c.executed] if self.tool_calls else []
+            if waiting:
+                out.append(self._chunk({"tool_calls": [c.wire(i) for i, c in enumerate(waiting)]}))
+            out.append(self._chunk({}, "tool_calls" if waiting else "stop"))
+        if self.include_usage:
+            out.append({**self._chunk({}), "choices": [], "usage": openai_usage(usage)})
         return out
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return None
+
+
+def _content(output: Any) -> Any:
+    content = getattr(output, "content", output)
+    return _safe(content)
 
 
 def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
@@ -109,30 +256,17 @@ def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
     as it is (its `finish_reason` is not one of OpenAI's)."""
     from openai.types.chat import ChatCompletionChunk
 
-    if data["choices"][0].get("finish_reason") == "interrupt":
+    choices = data["choices"]  # empty in the usage chunk
+    if choices and choices[0].get("finish_reason") == "interrupt":
         return ChatCompletionChunk.construct(**data)
     return ChatCompletionChunk.model_validate(data)
-
-
-def _tool_call(chunk: dict[str, Any]) -> dict[str, Any]:
-    call: dict[str, Any] = {"index": chunk.get("index") or 0}
-    if chunk.get("id"):
-        call["id"] = chunk["id"]
-        call["type"] = "function"
-    function = {}
-    if chunk.get("name"):
-        function["name"] = chunk["name"]
-    if chunk.get("args"):
-        function["arguments"] = chunk["args"]
-    call["function"] = function
-    return call
 
 
 def _dicts(stream: Stream[Any], builder: ChunkBuilder) -> Iterator[dict[str, Any]]:
     try:
         for item in stream._items():
             yield from builder.item(item)
-        yield from builder.finish()
+        yield from builder.finish(stream.summary.usage)
     finally:
         stream.close()
 
@@ -142,36 +276,45 @@ async def _adicts(stream: AsyncStream[Any], builder: ChunkBuilder) -> AsyncItera
         async for item in stream._items():
             for chunk in builder.item(item):
                 yield chunk
-        for chunk in builder.finish():
+        for chunk in builder.finish(stream.summary.usage):
             yield chunk
     finally:
         stream.close()
 
 
 def chunks(
-    stream: Stream[Any], *, model: str = "callstream", tool_calls: bool = False
+    stream: Stream[Any], *, model: str = "callstream", tool_calls: bool = False, include_usage: bool = False
 ) -> Iterator[ChatCompletionChunk]:
-    """Yield `openai.types.chat.ChatCompletionChunk` objects, as `stream=True` does."""
+    """Yield `openai.types.chat.ChatCompletionChunk` objects, as `stream=True` does.
+
+    Args:
+        stream: from `iter_callbacks` or `from_callback`, entered or not.
+        model: the `model` field of every chunk.
+        tool_calls: show tool calls (see the module docstring): the ones the
+            stream runs as `delta.executed_tool_calls`/`delta.tool_results`,
+            the ones left for the caller as `delta.tool_calls`.
+        include_usage: end with a chunk with empty `choices` and `usage`.
+    """
     _check(stream, Stream, "chunks")
     import openai.types.chat  # noqa: F401  (the extra is installed: fail here, not at the first chunk)
 
-    builder = ChunkBuilder(model, tool_calls=tool_calls)
+    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
     return (_chunk_object(d) for d in _dicts(stream, builder))
 
 
 def achunks(
-    stream: AsyncStream[Any], *, model: str = "callstream", tool_calls: bool = False
+    stream: AsyncStream[Any], *, model: str = "callstream", tool_calls: bool = False, include_usage: bool = False
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of `chunks`."""
     _check(stream, AsyncStream, "achunks")
     import openai.types.chat  # noqa: F401
 
-    builder = ChunkBuilder(model, tool_calls=tool_calls)
+    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
     return (_chunk_object(d) async for d in _adicts(stream, builder))
 
 
 def _wire(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+    return _utf8("data: " + _json_text(data) + "\n\n")
 
 
 class WireEncoder:
@@ -187,11 +330,12 @@ class WireEncoder:
         return b"".join(_wire(d) for d in self.builder.item(item)) or None
 
     def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes:
-        return b"".join(_wire(d) for d in self.builder.finish()) + b"data: [DONE]\n\n"
+        return b"".join(_wire(d) for d in self.builder.finish(stream.summary.usage)) + b"data: [DONE]\n\n"
 
     def error(self, exc: BaseException) -> bytes:
         logger.error("stream failed after the response started", exc_info=exc)
-        return _wire({"error": {"message": self.error_message(exc), "type": "server_error", "code": None}})
+        message = self.error_message(exc)
+        return _wire({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
 
 def sse(
@@ -199,12 +343,18 @@ def sse(
     *,
     model: str = "callstream",
     tool_calls: bool = False,
+    include_usage: bool = False,
     heartbeat: float | None = 15.0,
     error_message: Callable[[BaseException], str] = default_error_message,
 ) -> Iterator[bytes]:
-    """The OpenAI streaming wire format: `data: {chunk}` ... `data: [DONE]`."""
+    """The OpenAI streaming wire format: `data: {chunk}` ... `data: [DONE]`.
+
+    `tool_calls` and `include_usage` as for `chunks`; `heartbeat` and
+    `error_message` as for `callstream.sse.sse`.
+    """
     _check(stream, Stream, "sse", heartbeat)
-    return _encode(stream, WireEncoder(ChunkBuilder(model, tool_calls=tool_calls), error_message), heartbeat)
+    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    return _encode(stream, WireEncoder(builder, error_message), heartbeat)
 
 
 def asse(
@@ -212,21 +362,28 @@ def asse(
     *,
     model: str = "callstream",
     tool_calls: bool = False,
+    include_usage: bool = False,
     heartbeat: float | None = 15.0,
     error_message: Callable[[BaseException], str] = default_error_message,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`."""
     _check(stream, AsyncStream, "asse", heartbeat)
-    return _aencode(stream, WireEncoder(ChunkBuilder(model, tool_calls=tool_calls), error_message), heartbeat)
+    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    return _aencode(stream, WireEncoder(builder, error_message), heartbeat)
 
 
-def chat_completion(text: str, *, model: str = "callstream", usage: dict[str, int] | None = None) -> dict[str, Any]:
-    """A non-streaming `chat.completion` response body for `text`."""
+def chat_completion(text: str, *, model: str = "callstream", usage: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A non-streaming `chat.completion` response body for `text`.
+
+    `usage` is what the model reported, in LangChain's keys (`input_tokens`,
+    `output_tokens`, `total_tokens`: `stream.summary.usage`, a message's
+    `usage_metadata`) or OpenAI's; zeros when None.
+    """
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": openai_usage(usage),
     }

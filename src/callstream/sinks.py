@@ -580,9 +580,23 @@ def make_sink(sink: SinkName | Sink) -> Sink:
         if sink == "bounded":
             return BoundedSink()
         raise ValueError(f"unknown sink {sink!r}; use one of {', '.join(map(repr, _SINK_NAMES))} or a Sink instance")
+    if isinstance(sink, type):
+        # `sink=DequeSink` would pass the protocol check (its methods are on the
+        # class) and then fail in the worker, unbound: say so here instead.
+        raise TypeError(
+            f"sink must be a Sink instance, not the class {sink.__name__}: write sink={sink.__name__}() "
+            f"(or one of {', '.join(map(repr, _SINK_NAMES))})"
+        )
     if isinstance(sink, Sink):
         return sink
     raise TypeError(
         f"sink must be one of {', '.join(map(repr, _SINK_NAMES))} or a Sink instance "
         f"(put/finish/take/set_wakeup/close/statistics), not {type(sink).__name__}"
     )
+
+
+def never_blocks(sink: Sink) -> bool:
+    """Whether `put` can never block (so a producer may run on the event loop's thread)."""
+    if isinstance(sink, (QueueSink, DequeSink)):
+        return True
+    return isinstance(sink, BoundedSink) and sink.overflow in ("drop_oldest", "drop_newest", "error")

@@ -18,6 +18,13 @@ What the frames guarantee (the HTML spec's event-stream format):
   `Command(resume=...)`), then `event: done` with `{"status": "interrupted"}`;
 - no token can break a frame or inject an event: data is JSON (or, in text
   mode, split into `data:` lines on exactly `\\r\\n`, `\\r`, `\\n`);
+- every token's text arrives, whatever it holds (NUL, `\\r`, U+2028,
+  `data:` lines, a lone or split UTF-16 surrogate): JSON data carries it
+  exactly (a surrogate half as its `\\udXXX` escape, which JavaScript's
+  `JSON.parse` and Python's `json.loads` both read back; U+2028, U+2029 and
+  U+0085 escaped too, so `str.splitlines()`-based readers cannot cut a line);
+  text mode, which is UTF-8, joins a surrogate pair split across tokens and
+  writes a lone surrogate as U+FFFD, and a decoder gives CR and CRLF back as LF;
 - a final `event: done` (never an empty `data:`); a producer error becomes
   `event: error` with a safe message — no traceback reaches the client — and
   the response then ends cleanly;
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from typing import Any, Final, Protocol, get_args
@@ -84,7 +92,12 @@ PING: Final = b": ping\n"
 
 
 def format_sse(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
-    """Encode one SSE frame. `data` may hold any text; it cannot end the frame early."""
+    """Encode one SSE frame. `data` may hold any text; it cannot end the frame early.
+
+    The frame is UTF-8, as the spec requires: a surrogate pair held as two code
+    points is joined, a lone surrogate becomes U+FFFD (JSON callers escape
+    surrogates first).
+    """
     head = ""
     event = _LINE_SEP.sub("", event or "")
     if event:
@@ -92,12 +105,46 @@ def format_sse(data: str, *, event: str | None = None, id: str | None = None) ->
     if id is not None:
         head += "id: " + _LINE_SEP.sub("", id).replace("\0", "") + "\n"
     body = "".join("data: " + line + "\n" for line in _LINE_SEP.split(data))
-    return (head + body + "\n").encode()
+    return _utf8(head + body + "\n")
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, never failing: surrogate pairs joined, lone surrogates as U+FFFD."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # only surrogates fail to encode
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
+
+
+# Characters `json.dumps(ensure_ascii=False)` leaves raw that a transport cannot
+# carry: surrogates have no UTF-8 form, and U+2028, U+2029 and U+0085 are line
+# breaks to `str.splitlines()` (httpx's `iter_lines`, which NDJSON readers use).
+# They only ever occur inside JSON strings, where their escape means the same.
+_JSON_UNSAFE: Final = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _json_text(value: Any) -> str:
+    """`value` as one line of JSON that encodes to UTF-8 and survives any line splitter."""
+    return _JSON_UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False, allow_nan=False))
+
+
+def _is_high_surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udbff"
 
 
 def _safe(value: Any) -> Any:
-    """A JSON-friendly view of callback data (messages become their content)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
+    """A JSON-friendly view of callback data (messages become their content).
+
+    Non-finite floats become `null`, as JavaScript's `JSON.stringify` does:
+    `NaN` is no JSON and a browser's `JSON.parse` rejects it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
         return value
     if isinstance(value, Mapping):
         return {str(k): _safe(v) for k, v in value.items()}
@@ -148,6 +195,7 @@ class Encoder:
         self.include_empty = include_empty
         self.summary = summary
         self._id = 0
+        self._held = ""
 
     def payload(self, item: Any) -> tuple[str, dict[str, Any]] | None:
         """The event name and JSON payload for an item, or None to skip it."""
@@ -168,18 +216,38 @@ class Encoder:
         return item.kind, {**base, **data}
 
     def frame(self, name: str, payload: dict[str, Any]) -> bytes:
-        self._id += 1
+        """One frame (or none: b""), after the text held back from the last token, if any."""
+        text_token = self.format == "sse-text" and name == "token"
+        out = b""
+        if self._held and not text_token:  # the pair was never completed: a lone surrogate, U+FFFD
+            held, self._held = self._held, ""
+            self._id += 1
+            out = format_sse(held, event="token", id=str(self._id))
+        return out + self._frame(name, payload)
+
+    def _frame(self, name: str, payload: dict[str, Any]) -> bytes:
         if self.format == "ndjson":
-            return (json.dumps({"event": name, **payload}, ensure_ascii=False) + "\n").encode()
+            self._id += 1
+            return (_json_text({"event": name, **payload}) + "\n").encode()
         if self.format == "sse-text" and name == "token":
-            return format_sse(payload["text"], event=name, id=str(self._id))
-        return format_sse(json.dumps(payload, ensure_ascii=False), event=name, id=str(self._id))
+            # UTF-8 text: keep a trailing high surrogate until the next token,
+            # which may start with its low half (a model that split an emoji).
+            text = self._held + payload["text"]
+            self._held = ""
+            if text and _is_high_surrogate(text[-1]):
+                self._held, text = text[-1], text[:-1]
+            if not text:
+                return b""
+            self._id += 1
+            return format_sse(text, event=name, id=str(self._id))
+        self._id += 1
+        return format_sse(_json_text(payload), event=name, id=str(self._id))
 
     def item(self, item: Any) -> bytes | None:
         if item is IDLE:
             return self.ping()
         found = self.payload(item)
-        return None if found is None else self.frame(*found)
+        return None if found is None else self.frame(*found) or None
 
     def ping(self) -> bytes:
         return b"\n" if self.format == "ndjson" else PING

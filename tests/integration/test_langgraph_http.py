@@ -17,9 +17,9 @@ from langgraph.types import Command, interrupt
 
 import callstream
 from callstream import Event
+from callstream.testing import OpenAIServer
 from tests.conftest import wait_for_no_workers
 from tests.helpers import drain_into, run
-from tests.openai_server import OpenAIServer
 from tests.unit.test_langgraph import collect, no_errors, only, plain, stream_for, text, thread
 
 _tags = itertools.count()

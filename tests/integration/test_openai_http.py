@@ -16,8 +16,8 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 import callstream
+from callstream.testing import OpenAIServer
 from tests.helpers import drain_into
-from tests.openai_server import OpenAIServer
 
 _tags = itertools.count()
 

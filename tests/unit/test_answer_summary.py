@@ -240,3 +240,96 @@ def test_summary_sums_reported_usage() -> None:
     usage = stream.summary.usage
     assert usage is not None and usage["output_tokens"] > 0
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+LONG_PREAMBLE = (
+    "Sure! I'd be happy to help you with that calculation. Let me use the calculator tool "
+    "to get the exact result for you. "
+)
+
+
+def long_preamble_model() -> ScriptedChatModel:
+    return ScriptedChatModel(
+        respond=agent_script(tool="add", args={"a": 2, "b": 2}, preamble=LONG_PREAMBLE, answer="It is {result}.")
+    )
+
+
+def test_a_preamble_longer_than_holdback_leaks_unless_holdback_is_none(face: str) -> None:
+    assert len(LONG_PREAMBLE) > 80
+    leaked, _ = answer(face, agent_of(long_preamble_model()), QUESTION)
+    assert leaked == LONG_PREAMBLE + "It is 4."  # the documented trade-off of a finite holdback
+    exact, stream = answer(face, agent_of(long_preamble_model()), QUESTION, holdback=None)
+    assert exact == "It is 4." == stream.output["messages"][-1].content
+
+
+def test_holdback_none_still_streams_calls_without_tools() -> None:
+    model = ScriptedChatModel(responses=["abc" * 50], chunk_size=3)
+    tokens = list(callstream.iter_callbacks(model, "hi").tokens(answer_only=True, holdback=None))
+    assert len(tokens) == 50 and "".join(tokens) == "abc" * 50
+
+
+def test_holdback_none_holds_a_tool_bound_answer_until_its_call_ends() -> None:
+    model = ScriptedChatModel(responses=["x" * 300], chunk_size=10)
+    tokens = list(callstream.iter_callbacks(agent_of(model), QUESTION).tokens(answer_only=True, holdback=None))
+    assert tokens == ["x" * 300]
+
+
+def test_the_preamble_event_marks_text_already_sent(face: str) -> None:
+    fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
+    stream = fn(agent_of(long_preamble_model()), QUESTION)
+
+    async def collect_async() -> list[callstream.Event]:
+        async with stream:
+            return [e async for e in stream]
+
+    if face == "sync":
+        with stream:
+            events = list(stream)
+    else:
+        events = asyncio.run(collect_async())
+    # What a UI does: show tokens as they come, take a run's text back on its preamble event.
+    shown: dict[str, str] = {}
+    order: list[str] = []
+    preambles = []
+    for e in events:
+        if e.kind == "token" and e.text:
+            if e.run_id not in shown:
+                order.append(e.run_id)
+            shown[e.run_id] = shown.get(e.run_id, "") + e.text
+        elif e.kind == "preamble":
+            preambles.append(e)
+            assert e.data["text"] == shown.pop(e.run_id)
+    assert len(preambles) == 1 and preambles[0].data["text"] == LONG_PREAMBLE
+    assert "".join(shown[r] for r in order if r in shown) == "It is 4."
+    # it comes right before its call's llm_end, and has a to_dict() name of its own
+    i = events.index(preambles[0])
+    assert events[i + 1].kind == "llm_end" and events[i + 1].run_id == preambles[0].run_id
+    assert preambles[0].to_dict()["event"] == "on_chat_model_preamble"
+
+
+def test_no_preamble_event_when_the_tool_call_has_no_text() -> None:
+    model = ScriptedChatModel(respond=agent_script(tool="add", args={"a": 1, "b": 1}, answer="{result}"))
+    with callstream.iter_callbacks(agent_of(model), QUESTION) as s:
+        kinds = [e.kind for e in s]
+    assert "preamble" not in kinds and kinds.count("tool_start") == 1
+
+
+def test_summary_tokens_count_tokens_with_text(face: str) -> None:
+    # The scripted model, like real chat models, ends a call with an empty chunk.
+    model = ScriptedChatModel(responses=["abcdefghij"], chunk_size=1)
+    fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
+    stream = fn(model, "hi")
+
+    async def collect_async() -> list[callstream.Event]:
+        async with stream:
+            return [e async for e in stream]
+
+    if face == "sync":
+        with stream:
+            events = list(stream)
+    else:
+        events = asyncio.run(collect_async())
+    token_events = [e for e in events if e.kind == "token"]
+    assert len(token_events) > 10  # the empty closing chunk is an event...
+    assert stream.summary.tokens == 10 == sum(1 for e in token_events if e.text)  # ...not a token
+    assert stream.summary.text == "abcdefghij"

@@ -292,7 +292,8 @@ def test_model_error_mid_stream_after_tokens(face: str) -> None:
     got: list[Event] = []
     with pytest.raises(ValueError) as info:
         drain_into(face, stream, got)
-    assert info.value is error
+    assert info.value is model.last_error  # the object the model raised (a fresh copy of `error` per run)
+    assert type(info.value) is ValueError and info.value.args == error.args
     assert tokens(got) == ["a", "b", "c"]
     assert stream.text == "abc"
     assert "llm_error" in [e.kind for e in got]

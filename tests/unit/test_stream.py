@@ -488,6 +488,14 @@ def test_bad_types_raise_type_error(face: str) -> None:
         make(face, Counter(1), sink=object())
 
 
+@pytest.mark.parametrize("cls", [callstream.QueueSink, callstream.DequeSink, callstream.BoundedSink])
+def test_a_sink_class_is_refused_at_the_call(face: str, cls: type) -> None:
+    # The protocol check alone would accept the class (its methods are there)
+    # and the worker would then fail on unbound methods.
+    with pytest.raises(TypeError, match=rf"not the class {cls.__name__}: write sink={cls.__name__}\(\)"):
+        make(face, Counter(1), sink=cls)
+
+
 # -- misuse ---------------------------------------------------------------------
 
 
@@ -500,6 +508,36 @@ def test_tokens_and_items_cannot_mix(face: str) -> None:
         else:
             asyncio.run(stream.__anext__())
     stream.close()
+
+
+def test_output_before_start_says_not_started() -> None:
+    stream = callstream.from_callback(Counter(1))
+    with pytest.raises(RuntimeError, match="has not started"):
+        _ = stream.output
+    stream.close()
+
+
+def test_the_wrong_face_gets_a_hint() -> None:
+    sync = callstream.from_callback(Counter(1))
+    asyn = callstream.afrom_callback(Counter(1))
+    with pytest.raises(TypeError, match="use `async for`"):
+        list(asyn)
+    with pytest.raises(TypeError, match="use `async with`"):
+        with asyn:
+            pass
+
+    async def misuse() -> None:
+        with pytest.raises(TypeError, match="use `for`, not `async for`"):
+            async for _ in sync:  # type: ignore[attr-defined]
+                pass
+        with pytest.raises(TypeError, match="use `with`, not `async with`"):
+            async with sync:  # type: ignore[attr-defined]
+                pass
+
+    asyncio.run(misuse())
+    assert sync.status == asyn.status == "running"  # neither was started
+    sync.close()
+    asyn.close()
 
 
 def test_output_before_completion_raises() -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+#: the apps' body limit in the tests: small, so a body past it fits in the socket buffers
+MAX_BODY = 65536
 
 SERVERS: dict[str, list[str]] = {
     "flask-gunicorn-gthread": ["gunicorn", "-k", "gthread", "--threads", "64", "adapters.flask.app:app"],
@@ -56,10 +59,22 @@ class AppServer:
             "CALLSTREAM_BASE_URL": upstream,
             "CALLSTREAM_MODEL": "scripted:tokens=20,delay_ms=1",
             "CALLSTREAM_HEARTBEAT": "0.2",
+            "CALLSTREAM_MAX_BODY": str(MAX_BODY),
             "OPENAI_API_KEY": "test-key",
             "PYTHONPATH": str(ROOT),
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.lines: list[str] = []
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, b""):
+            self.lines.append(line.decode(errors="replace"))
+
+    @property
+    def log(self) -> str:
+        """What the server wrote so far (stdout and stderr)."""
+        return "".join(self.lines)
 
     @property
     def url(self) -> str:
@@ -67,11 +82,14 @@ class AppServer:
 
     def start(self) -> AppServer:
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # read the server's output as it comes: a full pipe would block the server at its next log line
+        threading.Thread(target=self._drain, name=f"drain-{self.name}", daemon=True).start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-                raise RuntimeError(f"{self.name} exited: {out}")
+                self.proc.wait()
+                time.sleep(0.1)
+                raise RuntimeError(f"{self.name} exited: {self.log}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.web.conftest import AppServer
+from tests.web.conftest import MAX_BODY, AppServer
+from tests.web.test_bad_requests import JSON, check_error
 
 _threads = itertools.count()
 
@@ -57,11 +58,40 @@ def test_approval_routes_pause_then_resume(app: AppServer, choice: str) -> None:
         assert "tool_start" not in names and "rejected on the page" in text
 
 
-def test_approval_routes_check_their_input(app: AppServer) -> None:
-    bad_thread = httpx.get(app.url + "/approval?thread=" + "x" * 65, timeout=10)
-    assert bad_thread.status_code == 400 and "thread" in bad_thread.json()["error"]
-    bad_decision = httpx.post(app.url + "/approval/t1/decision", json={"decision": "maybe"}, timeout=10)
-    assert bad_decision.status_code == 400 and "decision" in bad_decision.json()["error"]
+BAD_APPROVAL: list[tuple[str, str, dict[str, Any], int, str, str | None]] = [
+    # (method, path, httpx kwargs, status, code, param): the conventions of the other routes
+    ("GET", "/approval?q=x&thread=" + "x" * 65, {}, 400, "invalid_value", "thread"),
+    ("GET", "/approval?q=x&thread=a%2Fb", {}, 400, "invalid_value", "thread"),
+    ("GET", "/approval?q=x", {}, 400, "missing_required_parameter", "thread"),
+    ("POST", "/approval/t1/decision", {"json": {"decision": "maybe"}}, 400, "invalid_value", "decision"),
+    ("POST", "/approval/t1/decision", {"json": {}}, 400, "missing_required_parameter", "decision"),
+    ("POST", "/approval/t1/decision", {"json": {"decision": "approve", "x": 1}}, 400, "unknown_parameter", "x"),
+    ("POST", "/approval/t1/decision", {"json": ["approve"]}, 400, "invalid_type", None),
+    ("POST", "/approval/t1/decision", {"content": b"{", "headers": JSON}, 400, "invalid_json", None),
+    ("POST", "/approval/t1/decision", {"data": {"decision": "approve"}}, 415, "unsupported_media_type", None),
+    ("POST", "/approval/" + "x" * 65 + "/decision", {"json": {"decision": "approve"}}, 400, "invalid_value", "thread"),
+    ("GET", "/approval/t1/decision", {}, 405, "method_not_allowed", None),
+    ("PUT", "/approval/t1/decision", {"json": {"decision": "approve"}}, 405, "method_not_allowed", None),
+    ("POST", "/approval?thread=t1", {"json": {}}, 405, "method_not_allowed", None),
+    ("DELETE", "/approval?thread=t1", {}, 405, "method_not_allowed", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kw", "status", "code", "param"), BAD_APPROVAL)
+def test_approval_routes_check_their_input(
+    app: AppServer, method: str, path: str, kw: dict[str, Any], status: int, code: str, param: str | None
+) -> None:
+    response = httpx.request(method, app.url + path, timeout=10, **kw)
+    check_error(response, status, code, param)
+    if status == 405:  # with Allow, naming the route's own method
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert method not in allowed and ("POST" if "decision" in path else "GET") in allowed
+
+
+def test_approval_decision_body_over_the_limit_is_413(app: AppServer) -> None:
+    big = json.dumps({"decision": "approve", "pad": "x" * MAX_BODY})
+    response = httpx.post(app.url + "/approval/t1/decision", content=big, headers=JSON, timeout=10)
+    check_error(response, 413, "request_too_large")
 
 
 @pytest.mark.parametrize("app", ["fastapi-uvicorn"], indirect=True)

@@ -20,7 +20,7 @@ import openai
 import pytest
 from httpx_sse import connect_sse
 
-from tests.openai_server import OpenAIServer
+from callstream.testing import OpenAIServer
 from tests.web.conftest import AppServer
 
 _tags = itertools.count()
@@ -209,3 +209,63 @@ def test_repeated_disconnects_leave_no_worker(app: AppServer) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
     wait_until(lambda: (h := app.health())["open_streams"] == 0 and h["callstream_workers"] == 0, 5.0, "workers to end")
+
+
+def test_openai_client_gets_the_usage_the_model_reported(app: AppServer) -> None:
+    # issue 11.6: usage as the upstream reported it (5 prompt tokens, one per chunk), with and without streaming
+    client = openai.OpenAI(base_url=app.url + "/v1", api_key="x", max_retries=0)
+    messages: Any = [{"role": "user", "content": "hi"}]
+    reply = client.chat.completions.create(model="m", messages=messages)
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (5, 20, 25)
+    with client.chat.completions.create(
+        model="m", messages=messages, stream=True, stream_options={"include_usage": True}
+    ) as stream:
+        chunks = list(stream)
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens, last.usage.total_tokens) == (5, 20, 25)
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    with client.chat.completions.create(model="m", messages=messages, stream=True) as stream:
+        plain = list(stream)
+    assert plain[-1].choices[0].finish_reason == "stop" and all(c.usage is None for c in plain)
+
+
+def test_openai_route_takes_the_conversation_and_parameters(app: AppServer) -> None:
+    # the whole conversation reaches the model: with a tool result in it, the upstream answers from it
+    client = openai.OpenAI(base_url=app.url + "/v1", api_key="x", max_retries=0)
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    messages: Any = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "-3°C"},
+    ]
+    reply = client.chat.completions.create(
+        model="m", messages=messages, temperature=0.2, top_p=0.9, max_tokens=50, stop=["zzz"], seed=1, user="u1", n=1
+    )
+    assert reply.choices[0].message.content == "The answer is -3°C."
+    assert reply.model == "m"
+
+
+WEIRD = "a\x00b\rc\r\nd\u2028e\u2029f\x85g\ndata: h\n\nevent: x</div>😀\ufeff"
+
+
+@pytest.mark.parametrize("prefix", [WEIRD, "€" * 20_000], ids=["control-characters", "long-tokens"])
+def test_any_token_text_reaches_the_openai_client(app: AppServer, prefix: str) -> None:
+    # issue 12: what the model writes arrives unchanged, through the real openai client's stream parser
+    client = openai.OpenAI(base_url=app.url + "/v1", api_key="x", max_retries=0)
+    messages: Any = [{"role": "user", "content": f"[[prefix={prefix},tokens=3]]"}]
+    with client.chat.completions.create(model="m", messages=messages, stream=True) as stream:
+        chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(f"{prefix}{i} " for i in range(3))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    reply = client.chat.completions.create(model="m", messages=messages)
+    assert reply.choices[0].message.content == "".join(f"{prefix}{i} " for i in range(3))
+
+
+def test_any_token_text_reaches_an_sse_client(app: AppServer) -> None:
+    _, events = sse_events(app, "/stream?q=" + quote(f"[[prefix={WEIRD},tokens=3]]"))
+    assert "".join(d["text"] for n, d in events if n == "token") == "".join(f"{WEIRD}{i} " for i in range(3))
+    assert events[-1] == ("done", {"status": "completed"})

@@ -7,6 +7,7 @@ import json
 import threading
 from typing import Any
 
+import openai
 import pytest
 from httpx_sse._decoders import SSEDecoder
 
@@ -169,3 +170,142 @@ def test_openai_chunks_reject_the_wrong_face() -> None:
         callstream.openai.achunks(callstream.from_callback(Counter(1)))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Stream"):
         callstream.openai.chunks(callstream.afrom_callback(Counter(1)))  # type: ignore[arg-type]
+
+
+def sdk_chunks(raw: bytes) -> list[Any]:
+    """The wire bytes as the openai SDK's own `Stream` parses them (its SSE decoder and chunk types)."""
+    import httpx2
+    from openai.types.chat import ChatCompletionChunk
+
+    response = httpx2.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        content=raw,
+        request=httpx2.Request("POST", "http://test/v1/chat/completions"),
+    )
+    client = openai.OpenAI(api_key="x", base_url="http://test/v1")
+    return list(openai.Stream(cast_to=ChatCompletionChunk, response=response, client=client))
+
+
+def weather_agent() -> Any:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Weather."""
+        return f"sunny in {city}"
+
+    respond = agent_script(tool="get_weather", args={"city": "Oslo"}, answer="It is {result}.", preamble="Checking. ")
+    return create_agent(ScriptedChatModel(respond=respond, chunk_size=4), tools=[get_weather])
+
+
+def test_executed_tool_calls_are_never_calls_for_the_client(face: str) -> None:
+    # issue 11.5: an agent that ran its tool and answered ends with "stop"; the call it ran is shown
+    # as `executed_tool_calls` and `tool_results`, which an OpenAI client's tool loop does not read
+    inputs = {"messages": [("user", "weather?")]}
+    if face == "sync":
+        raw = b"".join(callstream.openai.sse(callstream.iter_callbacks(weather_agent(), inputs), tool_calls=True))
+    else:
+        stream = callstream.aiter_callbacks(weather_agent(), inputs)
+        raw = collect(face, callstream.openai.asse(stream, tool_calls=True))
+    chunks = sdk_chunks(raw)
+    deltas = [c.choices[0].delta for c in chunks]
+    assert not any(d.tool_calls for d in deltas)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(d.content or "" for d in deltas) == "Checking. It is sunny in Oslo."
+    executed = [call for d in deltas for call in (d.model_extra or {}).get("executed_tool_calls", [])]
+    results = [r for d in deltas for r in (d.model_extra or {}).get("tool_results", [])]
+    assert executed == [
+        {
+            "id": "call_get_weather",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+        }
+    ]
+    assert results == [{"tool_call_id": "call_get_weather", "name": "get_weather", "content": "sunny in Oslo"}]
+    # without tool_calls=True: the text only
+    plain = sdk_chunks(b"".join(callstream.openai.sse(callstream.iter_callbacks(weather_agent(), inputs))))
+    assert not any((c.choices[0].delta.model_extra or {}) for c in plain)
+    assert plain[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_models_own_tool_call_is_for_the_client() -> None:
+    # nothing in the stream runs it: `delta.tool_calls`, finish_reason "tool_calls", as the API sends it
+    model = ScriptedChatModel(respond=agent_script(tool="add", args={"a": 1, "b": 2}, answer="x"))
+    chunks = sdk_chunks(b"".join(callstream.openai.sse(callstream.iter_callbacks(model, "1+2?"), tool_calls=True)))
+    calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(tc.id, tc.function.name, json.loads(tc.function.arguments)) for tc in calls] == [
+        ("call_add", "add", {"a": 1, "b": 2})
+    ]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_tool_call_a_later_model_call_superseded_is_not_sent() -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from callstream.testing import tool_call
+
+    first = ScriptedChatModel(responses=[tool_call("add", {"a": 1})])
+    chain = first | RunnableLambda(lambda message: "answer without the tool") | ScriptedChatModel(responses=["fine"])
+    chunks = list(callstream.openai.chunks(callstream.iter_callbacks(chain, "q"), tool_calls=True))
+    assert not any(c.choices[0].delta.tool_calls for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_include_usage_ends_with_the_usage_chunk(face: str) -> None:
+    # issue 11.6: usage as the model reported it, in a last chunk with empty choices, as the API does
+    model = ScriptedChatModel(responses=["Hello there, friend"], chunk_size=5)
+    if face == "sync":
+        stream = callstream.iter_callbacks(model, "hi")
+        chunks = sdk_chunks(b"".join(callstream.openai.sse(stream, include_usage=True)))
+    else:
+        astream = callstream.aiter_callbacks(model, "hi")
+        stream = astream  # type: ignore[assignment]
+        chunks = sdk_chunks(collect(face, callstream.openai.asse(astream, include_usage=True)))
+    usage = stream.summary.usage
+    assert usage is not None and usage["output_tokens"] == 4
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.model_dump() == {
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": usage["total_tokens"],
+        "completion_tokens_details": None,
+        "prompt_tokens_details": None,
+    }
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-2].choices[0].finish_reason == "stop"
+    plain = list(callstream.openai.chunks(callstream.iter_callbacks(model, "hi")))
+    assert plain[-1].choices[0].finish_reason == "stop" and all(c.usage is None for c in plain)
+
+
+def test_chat_completion_usage_in_either_naming() -> None:
+    lc = callstream.openai.chat_completion("x", usage={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7})
+    oa = callstream.openai.chat_completion("x", usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})
+    assert lc["usage"] == oa["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert callstream.openai.chat_completion("x")["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+    }
+
+
+def test_text_mode_joins_a_split_pair_and_marks_a_lone_half() -> None:
+    tokens = ["a\ud83d", "\ude00b", "\ud83d", "c", "\ude00", "d\ud83d"]
+    raw = b"".join(sse(callstream.from_callback(lambda emit: [emit(t) for t in tokens]), text=True))
+    events = decode(raw)
+    assert "".join(d for n, d in events if n == "token") == "a😀b\ufffdc\ufffdd\ufffd"
+    assert events[-1][0] == "done"
+
+
+def test_json_modes_escape_what_a_transport_cannot_carry() -> None:
+    tokens = ["a\ud83d", "\ude00", "\u2028\u2029\x85", "\x00"]
+    raw = b"".join(ndjson(callstream.from_callback(lambda emit: [emit(t) for t in tokens])))
+    assert b"\\ud83d" in raw and b"\\u2028" in raw and b"\\u0085" in raw and b"\\u0000" in raw
+    lines = raw.decode().split("\n")  # UTF-8, and only \n ends a line
+    assert [json.loads(line).get("text") for line in lines if line] == [*tokens, None]
+
+
+def test_non_finite_floats_in_event_data_become_null() -> None:
+    raw = b"".join(sse(callstream.from_callback(lambda emit: emit({"x": float("nan"), "y": [float("inf"), 1.5]}))))
+    assert [json.loads(d) for n, d in decode(raw) if n == "item"] == [{"data": {"x": None, "y": [None, 1.5]}}]

@@ -1,4 +1,4 @@
-"""Settings of the Django reference app: the minimum to serve four views."""
+"""Settings of the Django reference app: the minimum to serve six views."""
 
 SECRET_KEY = "callstream-reference-app-not-secret"
 DEBUG = False

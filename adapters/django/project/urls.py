@@ -12,3 +12,8 @@ urlpatterns = [
     path("approval/<str:thread>/decision", views.approval_decision),
     path("v1/chat/completions", views.chat_completions),
 ]
+
+# JSON instead of Django's HTML error pages
+handler400 = views.bad_request
+handler404 = views.not_found
+handler500 = views.server_error

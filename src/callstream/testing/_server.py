@@ -1,7 +1,12 @@
-"""A local OpenAI-compatible chat-completions server for the tests (stdlib only).
+"""A local OpenAI-compatible chat-completions server for tests (standard library only).
+
+Point any OpenAI client (the `openai` SDK, `langchain-openai`'s `ChatOpenAI`,
+an app under test) at `OpenAIServer().start().base_url`, or serve one from the
+command line: `python -m callstream.testing.openai_server --port 8000`.
 
 Behaviour is chosen per request through the model name, e.g.
-`"scripted:tokens=50,delay_ms=2,ttft_ms=0,fail_after=10,tag=t1"`:
+`"scripted:tokens=50,delay_ms=2,ttft_ms=0,fail_after=10,tag=t1"`, over the
+server's defaults (`OpenAIServer(tokens=5)`, or `--tokens 5`):
 
 - `tokens`: how many content chunks to stream (`"w0 w1 ..."`), default 20;
 - `prefix`: the tokens' prefix instead of `w`;
@@ -10,6 +15,10 @@ Behaviour is chosen per request through the model name, e.g.
 - `status`: answer with that HTTP error status instead (401, 500...);
 - `tag`: a label to find the request in `/stats`.
 
+Usage is reported as 5 prompt tokens and one completion token per chunk: in
+the response without streaming, and in a last chunk with empty `choices` when
+the request asks for it (`stream_options.include_usage`).
+
 Options in the first user message, as `[[tokens=5,tag=x]]`, override those.
 
 With `tools` in the request and no tool result in the conversation, it calls
@@ -17,16 +26,25 @@ the first tool (arguments made from its JSON schema), streamed as tool-call
 deltas; once a tool result is present it answers
 `"The answer is <result>."`. `GET /stats` lists, per request: tag, chunks
 sent, whether the client disconnected, and monotonic start/end times.
+`POST /llama/<options>/completion` speaks the llama.cpp / llamafile protocol.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+__all__ = ("OPTIONS", "OpenAIServer", "main")
+
+#: the per-request options, each also a server default (`OpenAIServer(**defaults)`, `--name`)
+OPTIONS = ("tokens", "prefix", "delay_ms", "ttft_ms", "fail_after", "status")
 
 
 def _options(model: str) -> dict[str, str]:
@@ -83,12 +101,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         path = urlparse(self.path).path
+        opts = dict(self.server.defaults)
         if path.endswith("/completion"):  # the llama.cpp / llamafile protocol
-            opts = _options(":" + path.rsplit("/", 2)[-2])
+            opts.update(_options(":" + path.rsplit("/", 2)[-2]))
             body["stream"] = body.get("stream", False)
             body["llamacpp"] = True
         elif path == "/v1/chat/completions":
-            opts = _options(body.get("model", ""))
+            opts.update(_options(body.get("model", "")))
             opts.update(_message_options(body.get("messages", [])))
         else:
             self._json(404, {"error": {"message": "not found"}})
@@ -197,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(chunk({"tool_calls": [{"index": i, "function": {"arguments": call["arguments"][half:]}}]}))
             row["sent"] += 2
         self._send(chunk({}, "tool_calls" if calls else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):  # as the API: a last chunk, no choices
+            n = len(pieces) + 2 * len(calls)
+            usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+            self._send({**chunk({}), "choices": [], "usage": usage})
         self._raw(b"data: [DONE]\n\n")
         self._end()
         row["done"] = True
@@ -233,22 +256,39 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class OpenAIServer(ThreadingHTTPServer):
+    """The server, in a daemon thread once started: `OpenAIServer().start()`, then `stop()`.
+
+    Args:
+        host: the address to listen on (loopback by default).
+        port: the port; 0 picks a free one (see `base_url`).
+        **defaults: default request options (`tokens=5`, `delay_ms=10`...; see
+            the module docstring), which the model name and the message override.
+
+    Raises:
+        ValueError: for an unknown option name.
+    """
+
     daemon_threads = True
     request_queue_size = 256  # the default listen backlog (5) drops bursts of 50 clients
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that left (reset) is what half the tests do on purpose
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **defaults: object) -> None:
+        unknown = sorted(set(defaults) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; expected some of {', '.join(OPTIONS)}")
+        self.defaults = {key: str(value) for key, value in defaults.items() if value is not None}
+        super().__init__((host, port), _Handler)
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self.serve_forever, name="openai-test-server", daemon=True)
 
     @property
     def base_url(self) -> str:
+        """`http://host:port/v1`, what OpenAI clients take as `base_url`."""
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def start(self) -> OpenAIServer:
         self._thread.start()
@@ -260,6 +300,7 @@ class OpenAIServer(ThreadingHTTPServer):
         self._thread.join(5)
 
     def stats(self, tag: str) -> list[dict[str, Any]]:
+        """The rows of `GET /stats` for the requests tagged `tag`."""
         with self.lock:
             return [dict(r) for r in self.requests if r["tag"] == tag]
 
@@ -275,7 +316,32 @@ class OpenAIServer(ThreadingHTTPServer):
             time.sleep(0.002)
 
 
-if __name__ == "__main__":  # `python -m tests.openai_server`: serve for manual runs
-    srv = OpenAIServer()
-    print(srv.base_url, flush=True)
-    srv.serve_forever()
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m callstream.testing.openai_server`: serve until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m callstream.testing.openai_server",
+        description="A local OpenAI-compatible chat-completions server with scripted answers, for tests.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
+    parser.add_argument("--tokens", type=int, help="content chunks per answer (default: 20)")
+    parser.add_argument("--prefix", help="the chunks' prefix (default: w, as in 'w0 w1 ...')")
+    parser.add_argument("--delay-ms", type=float, help="milliseconds between chunks (default: 0)")
+    parser.add_argument("--ttft-ms", type=float, help="milliseconds before the first chunk (default: 0)")
+    parser.add_argument("--fail-after", type=int, help="send an SSE error after that many chunks")
+    parser.add_argument("--status", type=int, help="answer every request with that HTTP error status")
+    args = parser.parse_args(argv)
+    defaults = {name: getattr(args, name) for name in OPTIONS}
+    try:
+        server = OpenAIServer(args.host, args.port, **defaults)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(server.base_url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

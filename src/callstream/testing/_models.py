@@ -1,20 +1,13 @@
-"""Test support that ships with callstream.
-
-- `ScriptedChatModel` / `ScriptedLLM`: deterministic LangChain models (tokens,
-  pacing, failures, tool calls) for your own tests and for the demo.
-- `check_sink(make_sink)` runs the sink conformance checks against any `Sink`
-  implementation (the built-in ones are checked with it too), in the spirit of
-  `trio.testing.check_one_way_stream`.
-"""
+"""Scripted LangChain models: deterministic tokens, pacing, failures and tool calls."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import partial
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -35,122 +28,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .sinks import Cancelled, Sink
-
-__all__ = ("ScriptedChatModel", "ScriptedLLM", "agent_script", "check_sink", "tool_call")
-
-
-class _AlwaysEqual:
-    def __eq__(self, other: object) -> bool:
-        return True
-
-    __hash__ = object.__hash__
-
-
-def _drain(sink: Sink, deadline: float) -> list[Any]:
-    got: list[Any] = []
-    while time.monotonic() < deadline:
-        batch = sink.take(0.05)
-        while batch:
-            got.append(batch.popleft())
-        if sink.statistics().finished and not sink.take(0):
-            return got
-    raise AssertionError(f"sink did not finish in time; got {len(got)} items")
-
-
-def check_sink(make_sink: Callable[[], Sink], *, timeout: float = 5.0) -> None:
-    """Run the generic conformance checks against sinks made by `make_sink`.
-
-    Checks: order and identity of awkward items (`None`, `""`, `"[DONE]"`,
-    exceptions, always-equal objects) across a thread; that `take(0)` never
-    blocks; that `finish()` wakes a waiting consumer; that `close()` wakes a
-    waiting consumer, discards the buffer and makes `put` raise `Cancelled`;
-    that `set_wakeup` fires once from the producer's side; and that
-    `statistics()` reports what happened.
-
-    Raises:
-        AssertionError: describing the first check that failed.
-    """
-    deadline = time.monotonic() + timeout
-
-    # 1. order and identity, producer in another thread
-    items: list[Any] = [None, "", "[DONE]", 0, False, b"", _AlwaysEqual(), ValueError("x"), StopIteration()]
-    items += [f"t{i}" for i in range(200)]
-    sink = make_sink()
-
-    def produce() -> None:
-        for item in items:
-            sink.put(item)
-        sink.finish()
-
-    t = threading.Thread(target=produce, daemon=True)
-    t.start()
-    got = _drain(sink, deadline)
-    t.join(timeout)
-    assert len(got) == len(items), f"{len(items)} items put, {len(got)} taken"
-    for i, (a, b) in enumerate(zip(got, items)):
-        assert a is b, f"item {i}: {a!r} is not the object put ({b!r})"
-
-    # 2. take(0) does not block on an empty sink
-    sink = make_sink()
-    t0 = time.monotonic()
-    assert not sink.take(0), "take(0) on an empty sink returned items"
-    assert time.monotonic() - t0 < 0.5, "take(0) blocked"
-
-    # 3. finish() and close() wake a consumer blocked in take(None)
-    for end in ("finish", "close"):
-        sink = make_sink()
-        woke = threading.Event()
-
-        def consume(s: Sink = sink, e: threading.Event = woke) -> None:
-            s.take(None)
-            e.set()
-
-        t = threading.Thread(target=consume, daemon=True)
-        t.start()
-        _wait_until(partial(_consumers_waiting, sink), deadline, "consumer to block")
-        getattr(sink, end)()
-        assert woke.wait(max(deadline - time.monotonic(), 0.1)), f"{end}() did not wake a waiting consumer"
-
-    # 4. close() discards buffered items and rejects later puts
-    sink = make_sink()
-    sink.put("a")
-    sink.close()
-    sink.close()  # idempotent
-    assert not sink.take(0), "items survived close()"
-    for late in ("b", None, 0, False, ""):  # falsy items too (anyio #731)
-        try:
-            sink.put(late)
-        except Cancelled:
-            continue
-        raise AssertionError(f"put({late!r}) after close() did not raise Cancelled")
-    assert sink.statistics().closed
-
-    # 5. set_wakeup fires once on the next put
-    sink = make_sink()
-    fired: list[int] = []
-    sink.set_wakeup(lambda: fired.append(1))
-    sink.put("x")
-    sink.put("y")
-    assert fired == [1], f"wakeup fired {len(fired)} times for two puts (expected once)"
-    sink.set_wakeup(lambda: fired.append(2))
-    sink.set_wakeup(None)
-    sink.finish()
-    assert fired == [1], "a disarmed wakeup fired"
-
-
-def _consumers_waiting(sink: Sink) -> bool:
-    return sink.statistics().consumers_waiting == 1
-
-
-def _wait_until(pred: Callable[[], bool], deadline: float, what: str) -> None:
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.001)
-
-
-# -- scripted models ----------------------------------------------------------------
+__all__ = ("ScriptedChatModel", "ScriptedLLM", "agent_script", "tool_call")
 
 Response = str | AIMessage
 Respond = Callable[[list[BaseMessage]], Response]
@@ -180,6 +58,29 @@ def agent_script(*, tool: str, args: dict[str, Any], answer: str, preamble: str 
     return respond
 
 
+def _fresh_error(error: BaseException) -> BaseException:
+    """A new copy of `error` for one run, so runs do not share one exception object.
+
+    Raising the same object on every run would pile up what each run adds to it:
+    notes (`add_note`, as callstream's), `__traceback__` frames, `__context__`.
+    `copy.copy` keeps the type, `args` and attributes, and the copy starts with
+    no traceback, cause or context; notes the object already had are copied, not
+    shared. An exception whose class cannot be rebuilt from its `args` (an
+    `__init__` with required keyword arguments, such as the openai SDK's
+    `APIStatusError`) is raised as the object itself.
+    """
+    try:
+        fresh = copy.copy(error)
+    except Exception:  # its __init__ cannot be called again with its args
+        return error
+    if type(fresh) is not type(error):  # pragma: no cover - a __reduce__ that builds something else
+        return error
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        fresh.__notes__ = list(notes)
+    return fresh
+
+
 def _pieces(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
@@ -191,9 +92,13 @@ class ScriptedChatModel(BaseChatModel):
     `respond(messages)` when given. A `str` response streams in pieces of
     `chunk_size` characters; an `AIMessage` with `tool_calls` streams its text
     and then the tool calls as tool-call chunks. `ttft` and `delay` pace the
-    stream; `fail_after=n` raises `error` after `n` tokens. Counters
-    (`calls`, `tokens_sent`) and the `finished` event let tests check that a
-    cancelled run really stopped.
+    stream; `fail_after=n` raises `error` after `n` tokens: each failing run
+    raises a fresh copy of it (`copy.copy`: same type, args and attributes),
+    so notes and traceback frames do not pile up across runs, and
+    `last_error` is the object the last failing run raised. An exception
+    that cannot be rebuilt from its args (required keyword arguments) is
+    raised as the object itself. Counters (`calls`, `tokens_sent`) and
+    the `finished` event let tests check that a cancelled run really stopped.
 
     ```python
     model = ScriptedChatModel(responses=["Hello there!"], delay=0.01)
@@ -213,6 +118,7 @@ class ScriptedChatModel(BaseChatModel):
     streaming: bool = False
     _calls: int = PrivateAttr(default=0)
     _tokens: int = PrivateAttr(default=0)
+    _last_error: BaseException | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _finished: threading.Event = PrivateAttr(default_factory=threading.Event)
 
@@ -229,6 +135,11 @@ class ScriptedChatModel(BaseChatModel):
     def tokens_sent(self) -> int:
         """How many token chunks it produced, over all calls."""
         return self._tokens
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The exception the last failing run raised (a fresh copy of `error`), if any."""
+        return self._last_error
 
     @property
     def finished(self) -> threading.Event:
@@ -277,7 +188,8 @@ class ScriptedChatModel(BaseChatModel):
 
     def _count(self, n: int) -> None:
         if self.fail_after is not None and n >= self.fail_after:
-            raise self.error
+            self._last_error = _fresh_error(self.error)
+            raise self._last_error
         with self._lock:
             self._tokens += 1
 
@@ -349,7 +261,8 @@ class ScriptedLLM(BaseLLM):
     """A deterministic text-completion LLM (the legacy `BaseLLM` interface).
 
     Streams `responses` (cycling) in pieces of `chunk_size` characters,
-    paced by `delay`; `fail_after=n` raises `error` after `n` tokens.
+    paced by `delay`; `fail_after=n` raises a fresh copy of `error` after
+    `n` tokens (as `ScriptedChatModel` does; `last_error` is that copy).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -360,6 +273,7 @@ class ScriptedLLM(BaseLLM):
     fail_after: int | None = None
     error: BaseException = Field(default_factory=lambda: RuntimeError("scripted llm failure"))
     _calls: int = PrivateAttr(default=0)
+    _last_error: BaseException | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -367,7 +281,13 @@ class ScriptedLLM(BaseLLM):
 
     @property
     def calls(self) -> int:
+        """How many times the model was called."""
         return self._calls
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The exception the last failing run raised (a fresh copy of `error`), if any."""
+        return self._last_error
 
     def _text(self) -> str:
         index = self._calls
@@ -396,7 +316,8 @@ class ScriptedLLM(BaseLLM):
             if n and self.delay:
                 time.sleep(self.delay)
             if self.fail_after is not None and n >= self.fail_after:
-                raise self.error
+                self._last_error = _fresh_error(self.error)
+                raise self._last_error
             chunk = GenerationChunk(text=piece)
             if run_manager is not None:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
