@@ -319,9 +319,12 @@ class _Core(Generic[R]):
         now = monotonic()
         limit = self._expired(now)
         if limit is not None:
-            if self._settle("timeout", self._timeout_error(limit)):
-                self.stopping = True
-                self._close_sink_quietly()
+            # Whoever settled it (here, or the producer at its last emit), the
+            # consumer stops waiting now: a producer task on this very loop
+            # may not get to run again before the consumer returns.
+            self._settle("timeout", self._timeout_error(limit))
+            self.stopping = True
+            self._close_sink_quietly()
             return 0.0
         deadlines = []
         if t.total is not None:

@@ -33,9 +33,8 @@ from typing import Any, cast, final
 
 from ._astream import AsyncStream
 from ._core import Producer, Status, Timeouts, _Core, _live, _State
-from ._runnable import _never_blocks
 from ._stream import Stream
-from .sinks import BoundedSink, Cancelled, DequeSink, QueueSink, Sink, SinkName
+from .sinks import BoundedSink, Cancelled, DequeSink, QueueSink, Sink, SinkName, never_blocks
 
 __all__ = ("Push", "afrom_push", "from_push")
 
@@ -126,7 +125,7 @@ class Push:
         self._sink_done = False  # the sink was told the end (or closed)
         self._hooks: list[Callable[[], Any]] = []
         self._put = core.make_emit()
-        self._may_block = not _never_blocks(core.sink)
+        self._may_block = not never_blocks(core.sink)
         # The built-in sinks take puts from several threads at once; a custom
         # sink's protocol promises it one producer thread, so its puts are serialised.
         self._serial = None if isinstance(core.sink, _THREAD_SAFE_SINKS) else threading.Lock()

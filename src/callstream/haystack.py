@@ -41,10 +41,9 @@ from ._answer import StreamStats
 from ._astream import AsyncStream
 from ._core import Emit, Timeouts, _Core
 from ._handler import Filter
-from ._runnable import _never_blocks
 from ._stream import Stream
 from .events import Event
-from .sinks import Cancelled, Sink, SinkName, make_sink
+from .sinks import Cancelled, Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("aiter_run", "iter_run")
 
@@ -417,7 +416,7 @@ def _make_core(
     # The async face runs run_async as a task on the caller's loop when the
     # sink never blocks; otherwise run() in a worker thread, so that
     # backpressure never blocks the loop (as aiter_callbacks does).
-    use_task = on_loop and run.has_async and _never_blocks(sink_)
+    use_task = on_loop and run.has_async and never_blocks(sink_)
     if not use_task:
         run.check_sync()
 
