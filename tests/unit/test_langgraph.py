@@ -503,7 +503,7 @@ def test_failed_resume_raises_and_can_be_resumed_again(face: str) -> None:
     stream = stream_for(face, graph, Command(resume="yes"), config)
     with pytest.raises(ValueError) as caught:
         drain_into(face, stream, events)
-    assert caught.value is boom and text(events) == ANSWER[:3] and stream.status == "error"
+    assert caught.value is model.last_error and text(events) == ANSWER[:3] and stream.status == "error"
     assert [e.kind for e in events if e.kind.endswith("_error")] == ["llm_error", "chain_error", "chain_error"]
     state = graph.get_state(config)  # the failed attempt is recorded; the interrupt still waits
     assert state.next == ("act",) and [i.value for i in state.interrupts] == ["Go?"]
