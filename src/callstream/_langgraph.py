@@ -42,8 +42,8 @@ INTERRUPT = "__interrupt__"
 
 
 def loaded() -> bool:
-    """Whether LangGraph was imported in this process."""
-    return "langgraph" in sys.modules
+    """Whether LangGraph was imported in this process (a None entry blocks its import)."""
+    return sys.modules.get("langgraph") is not None
 
 
 def bubble_up(error: BaseException) -> str | None:
