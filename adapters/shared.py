@@ -32,6 +32,7 @@ from langchain_core.tools import tool
 
 import callstream
 import callstream.openai
+from adapters import validation
 from adapters.validation import ApiError, ChatRequest
 from callstream.sse import format_sse
 from callstream.testing import ScriptedChatModel, agent_script
@@ -102,6 +103,54 @@ def agent() -> Runnable[Any, Any]:
         tool="get_weather", args={"city": "Paris"}, preamble="Let me check. ", answer="Right now it is {result}."
     )
     return create_agent(_chat(respond), tools=[get_weather])
+
+
+@tool
+def send_email(to: str, subject: str) -> str:
+    """Send an email."""
+    from langgraph.config import get_stream_writer
+
+    get_stream_writer()({"progress": "sending"})  # a `custom` event on the page
+    return f"email to {to} sent"
+
+
+@cache
+def approval_agent() -> Runnable[Any, Any]:
+    """An agent whose `send_email` calls wait for a person (`HumanInTheLoopMiddleware`):
+    the `/approval` routes. Its threads live in memory, in this process: behind several
+    worker processes, use a shared checkpointer (Postgres, Redis) instead."""
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    respond = agent_script(
+        tool="send_email", args={"to": "team@example.com", "subject": "Hello"}, answer="Done: {result}."
+    )
+    hitl = HumanInTheLoopMiddleware(interrupt_on={"send_email": {"allowed_decisions": ["approve", "reject"]}})
+    return create_agent(_chat(respond), tools=[send_email], middleware=[hitl], checkpointer=InMemorySaver())
+
+
+def approval_thread(thread: str | None) -> dict[str, Any]:
+    """The run config for a conversation thread id sent by the page (`ApiError` 400 if malformed).
+
+    The id is a bearer secret: check here that the caller owns it (a session, a
+    user id) before starting or resuming its run.
+    """
+    return {"configurable": {"thread_id": validation.thread_id(thread)}}
+
+
+def approval_input(q: str) -> dict[str, Any]:
+    return {"messages": [("user", q or "Email the team hello.")]}
+
+
+def decision(body: Any) -> Any:
+    """`Command(resume=...)` for the page's decision (`{"decision": "approve" | "reject"}`);
+    `ApiError` 400 for any other body."""
+    from langgraph.types import Command
+
+    if validation.decision(body) == "approve":
+        return Command(resume={"decisions": [{"type": "approve"}]})
+    return Command(resume={"decisions": [{"type": "reject", "message": "rejected on the page"}]})
 
 
 class _Open:

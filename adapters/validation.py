@@ -12,7 +12,8 @@ each app turns it into its framework's response. `chat_request(body)` checks
 a `/v1/chat/completions` body as the OpenAI API does (required fields, types,
 ranges, roles, content parts, the tool-call sequence, unknown parameters) and
 answers a parameter this app cannot honour (`n > 1`, `tools`, `logprobs`,
-audio...) with a 400 that says so. `read_json(...)` applies the content type
+audio...) with a 400 that says so. `thread_id(...)` and `decision(body)` check
+the approval routes' thread id and decision body. `read_json(...)` applies the content type
 (415), the body-size limit (413) and the JSON syntax (400) checks.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -77,7 +79,10 @@ def server_error() -> ApiError:
     return ApiError(500, "The server had an error while processing your request.", code="internal_error")
 
 
-ROUTES = "GET /, GET /stream?q=, GET /agent?q=, GET /native?q=, GET /health, POST /v1/chat/completions"
+ROUTES = (
+    "GET /, GET /stream?q=, GET /agent?q=, GET /approval?q=&thread=, POST /approval/{thread}/decision, "
+    "GET /native?q=, GET /health, POST /v1/chat/completions"
+)
 
 # -- the body: content type, size, JSON -------------------------------------------------
 
@@ -686,3 +691,39 @@ def chat_request(body: Any) -> ChatRequest:
             if not fine(body[key]):
                 unsupported(key, why)
     return ChatRequest(model, [_to_langchain(m) for m in messages], stream, include_usage, kwargs)
+
+
+# -- the approval routes ----------------------------------------------------------------
+
+DECISIONS = ("approve", "reject")
+_THREAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def thread_id(value: str | None, param: str = "thread") -> str:
+    """A conversation thread id sent by the page: 1-64 letters, digits, '-' or '_'."""
+    if value is None:
+        _missing(param)
+    if not _THREAD.fullmatch(value):
+        raise ApiError(
+            400,
+            f"Invalid '{param}': {json.dumps(value[:80])}; a thread id is 1-64 letters, digits, '-' or '_'.",
+            param=param,
+            code="invalid_value",
+        )
+    return value
+
+
+def decision(body: Any) -> str:
+    """A `POST /approval/{thread}/decision` body, `{"decision": "approve" | "reject"}`: the decision."""
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            f"Invalid type for the request body: expected an object, but got {_article(_kind(body))} instead.",
+            code="invalid_type",
+        )
+    for key in body:
+        if key != "decision":
+            _unknown(key)
+    if "decision" not in body:
+        _missing("decision")
+    return _enum("decision", body["decision"], DECISIONS)

@@ -113,6 +113,29 @@ async def _read_body(request: Request) -> bytes:
     return body.bytes()
 
 
+@app.api_route("/approval", methods=GET)
+async def approval(request: Request, q: str = "", thread: str | None = None) -> Response:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    config = shared.approval_thread(thread)
+
+    def body() -> AsyncIterator[bytes]:
+        events = callstream.aiter_callbacks(shared.approval_agent(), shared.approval_input(q), config)
+        return shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
+
+    return _sse(request, body)
+
+
+@app.post("/approval/{thread}/decision")
+async def approval_decision(thread: str, request: Request) -> Response:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    config = shared.approval_thread(thread)
+    validation.check_content_type(request.headers.get("Content-Type"))
+    validation.check_length(request.headers.get("Content-Length"))
+    resume = shared.decision(validation.parse_json(await _read_body(request)))
+    events = callstream.aiter_callbacks(shared.approval_agent(), resume, config)
+    return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+
+
 @app.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     validation.check_content_type(request.headers.get("Content-Type"))

@@ -1,7 +1,8 @@
 """Flask reference app: `gunicorn -k gthread --threads 32 adapters.flask.app:app` (from the repo root).
 
 Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
-`POST /v1/chat/completions`, `GET /health`. Every error is JSON (`adapters/validation.py`).
+`GET /approval?q=&thread=`, `POST /approval/<thread>/decision`, `POST /v1/chat/completions`,
+`GET /health`. Every error is JSON (`adapters/validation.py`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ def native() -> Response:
 @app.get("/agent")
 def agent() -> Response:
     events = callstream.iter_callbacks(shared.agent(), shared.agent_input(request.args.get("q", "")))
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.get("/approval")
+def approval() -> Response:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    config = shared.approval_thread(request.args.get("thread"))
+    inputs = shared.approval_input(request.args.get("q", ""))
+    events = callstream.iter_callbacks(shared.approval_agent(), inputs, config)
+    return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+@app.post("/approval/<thread>/decision")
+def approval_decision(thread: str) -> Response:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    config = shared.approval_thread(thread)
+    headers = request.headers
+    body = validation.read_json(headers.get("Content-Type"), headers.get("Content-Length"), request.stream.read)
+    resume = shared.decision(body)
+    events = callstream.iter_callbacks(shared.approval_agent(), resume, config)
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
 
 

@@ -34,7 +34,7 @@ R = TypeVar("R")
 Emit = Callable[[Any], None]
 Producer = Callable[[Emit], Any]
 AsyncProducer = Callable[[Emit], Awaitable[Any]]
-Status = Literal["running", "completed", "error", "timeout", "cancelled"]
+Status = Literal["running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
 
@@ -122,6 +122,9 @@ class _Core(Generic[R]):
         #: deadline hit while the buffer was empty)
         self.stopping = False
         self.error_delivered = False
+        #: set by a producer that returned because a LangGraph graph paused on
+        #: an interrupt: it ends "interrupted" rather than "completed"
+        self.interrupted = False
         self.id = next(_ids)
         self._producer: Producer | None = producer
         # With `aproducer`, an async face whose sink never blocks runs the
@@ -207,7 +210,7 @@ class _Core(Generic[R]):
     def _record(self, exc: BaseException | None, value: Any) -> None:
         """Settle the producer's outcome: its return value, or its exception."""
         if exc is None:
-            self._settle("completed", value)
+            self._settle("interrupted" if self.interrupted else "completed", value)
         elif isinstance(exc, (Cancelled, asyncio.CancelledError)) and (self.stopping or self.status != "running"):
             # Ours: the consumer stopped us, or a deadline passed. Any other
             # Cancelled (say, another stream's) is an error like any other.

@@ -10,7 +10,9 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, BaseMessageChunk, message_chunk_to_message
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
+from langchain_core.runnables.config import var_child_runnable_config
 
+from . import _langgraph
 from ._answer import StreamStats
 from .events import Event, EventKind
 
@@ -139,6 +141,12 @@ class CallbackHandler(BaseCallbackHandler):
         self._root: UUID | None = None
         self.root_output: Any = None
         self.has_root_output = False
+        #: LangGraph: the interrupts the root graph paused on (None: it did not pause)
+        self.root_interrupts: tuple[Any, ...] | None = None
+        #: LangGraph: some graph of the run paused on an interrupt
+        self.interrupted = False
+        # interrupt id -> metadata of the run that raised it (its node, its namespace)
+        self._raised_in: dict[str, Mapping[str, Any]] = {}
 
     # -- the streaming-handler protocol: pass the output through untouched --
 
@@ -175,6 +183,29 @@ class CallbackHandler(BaseCallbackHandler):
         self._runs[run_id] = run
         if visible:
             self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
+
+    def _error(self, kind: EventKind, run_id: UUID, error: BaseException) -> None:
+        """An error callback; LangGraph's control flow is not an error.
+
+        A `GraphInterrupt` passes through every run between the node that
+        called `interrupt()` and the graph that pauses: those runs end with no
+        event (the graph's `interrupt` event says why). A `ParentCommand` (a
+        hand-off to the parent graph) ends its runs normally, with the
+        `Command` as their output.
+        """
+        flow = _langgraph.bubble_up(error)
+        if flow is None:
+            self._end(kind, run_id, {"error": error})
+        elif flow == "command":
+            command = error.args[0] if error.args else None
+            self._end("tool_end" if kind == "tool_error" else "chain_end", run_id, {"output": command}, command)
+        else:
+            run = self._runs.pop(run_id, None)
+            if run is not None:
+                for interrupt in _langgraph.interrupts_of(error):
+                    ident = getattr(interrupt, "id", None)
+                    if isinstance(ident, str):
+                        self._raised_in.setdefault(ident, run.metadata)  # the innermost run sees it first
 
     def _end(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], output: Any = None) -> None:
         run = self._runs.pop(run_id, None)
@@ -306,7 +337,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._end("llm_end", run_id, data, output)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end("llm_error", run_id, {"error": error})
+        self._error("llm_error", run_id, error)
 
     # -- chains ------------------------------------------------------------------
 
@@ -331,7 +362,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._end("chain_end", run_id, {"output": outputs}, outputs)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end("chain_error", run_id, {"error": error})
+        self._error("chain_error", run_id, error)
 
     # -- tools and retrievers -------------------------------------------------------
 
@@ -358,8 +389,12 @@ class CallbackHandler(BaseCallbackHandler):
         self._end("tool_end", run_id, {"output": output}, output)
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.stats.on_tool_end(str(run_id), error=error)
-        self._end("tool_error", run_id, {"error": error})
+        flow = _langgraph.bubble_up(error)
+        if flow is None:
+            self.stats.on_tool_end(str(run_id), error=error)
+        elif flow == "command":
+            self.stats.on_tool_end(str(run_id), result=error.args[0] if error.args else None)
+        self._error("tool_error", run_id, error)
 
     def on_retriever_start(
         self,
@@ -382,7 +417,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._end("retriever_end", run_id, {"output": documents}, documents)
 
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end("retriever_error", run_id, {"error": error})
+        self._error("retriever_error", run_id, error)
 
     # -- agents and custom events ----------------------------------------------------
 
@@ -409,3 +444,65 @@ class CallbackHandler(BaseCallbackHandler):
         self._emit_event(
             Event("custom", name, str(run_id), parents, tuple(tags or ()), MappingProxyType(metadata or {}), data)
         )
+
+    # -- LangGraph: interrupts and stream-writer data --------------------------------
+
+    def on_interrupt(self, event: Any) -> None:
+        """LangGraph's `GraphCallbackHandler.on_interrupt`: a graph paused.
+
+        Called once per pause by the graph that pauses (the root graph, not its
+        subgraphs), with every pending interrupt, after the checkpoint is saved
+        and before the graph's end callback.
+        """
+        interrupts = tuple(event.interrupts)
+        run_id = event.run_id
+        self.interrupted = True
+        if run_id is not None and run_id == self._root:
+            self.root_interrupts = interrupts
+        run = self._runs.get(run_id) if run_id is not None else None
+        if run is not None and not run.visible:
+            return
+        data = _langgraph.interrupt_data(interrupts, self._raised_in, getattr(event, "checkpoint_id", None))
+        if run is None:
+            run = _Run("", str(run_id or ""), (), (), _EMPTY, "chain", True)
+        self._emit_event(
+            Event("interrupt", run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, "chain")
+        )
+
+    def on_resume(self, event: Any) -> None:
+        """LangGraph's `GraphCallbackHandler.on_resume`: nothing to report."""
+
+    def on_stream_write(self, chunk: Any) -> None:
+        """The writer `get_stream_writer()` returns inside the stream's graphs.
+
+        Runs in the writer's thread, so the `custom` event takes its place
+        among the tokens around it. It belongs to the run that wrote it (a
+        node, or a tool), found through the writer's runnable context.
+        """
+        run: _Run | None = None
+        config = var_child_runnable_config.get()
+        manager = config.get("callbacks") if config else None
+        current = getattr(manager, "parent_run_id", None)
+        if current is not None:
+            run = self._runs.get(current)
+        if run is None and self._root is not None:
+            run = self._runs.get(self._root)
+        if run is None:
+            self._emit_event(Event("custom", "", "", (), (), _EMPTY, chunk))
+        elif run.visible:
+            self._emit_event(Event("custom", run.name, run.id, run.parents, run.tags, run.metadata, chunk))
+
+
+_graph_handler: type[CallbackHandler] | None = None
+
+
+def handler_type() -> type[CallbackHandler]:
+    """`CallbackHandler`, or, once LangGraph is loaded, a subclass that LangGraph
+    also recognises as a `GraphCallbackHandler` (so it receives `on_interrupt`)."""
+    global _graph_handler
+    base = _langgraph.graph_handler_base()
+    if base is None:
+        return CallbackHandler
+    if _graph_handler is None:
+        _graph_handler = type("GraphAwareCallbackHandler", (CallbackHandler, base), {"__module__": __name__})
+    return _graph_handler

@@ -8,9 +8,10 @@ from typing import Any
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from . import _langgraph
 from ._astream import AsyncStream
 from ._core import Timeouts, _Core
-from ._handler import CallbackHandler, Filter
+from ._handler import CallbackHandler, Filter, handler_type
 from ._stream import Stream
 from .events import Event
 from .sinks import Sink, SinkName, make_sink, never_blocks
@@ -20,7 +21,8 @@ __all__ = ("aiter_callbacks", "iter_callbacks")
 
 def _with_handler(config: RunnableConfig | None, handler: CallbackHandler) -> RunnableConfig:
     """A copy of `config` with our handler added last (user handlers and
-    tracers see every event first); nothing the caller passed is mutated."""
+    tracers see every event first), and, once LangGraph is loaded, with graphs'
+    `get_stream_writer()` routed to it; nothing the caller passed is mutated."""
     merged: dict[str, Any] = dict(config or {})
     callbacks = merged.get("callbacks")
     if callbacks is None:
@@ -31,7 +33,7 @@ def _with_handler(config: RunnableConfig | None, handler: CallbackHandler) -> Ru
         manager = callbacks.copy()
         manager.add_handler(handler, inherit=True)
         merged["callbacks"] = manager
-    return merged  # type: ignore[return-value]
+    return _langgraph.with_stream_writer(merged, handler.on_stream_write)  # type: ignore[return-value]
 
 
 def _is_legacy_chain(runnable: Runnable[Any, Any]) -> bool:
@@ -55,10 +57,13 @@ def _aggregate(chunks: list[Any]) -> Any:
 
 
 def _output(handler: CallbackHandler, chunks: list[Any]) -> Any:
-    """What invoke returns: the root run's end value, or the chunks added up."""
+    """What invoke returns: the root run's end value, or the chunks added up;
+    for a LangGraph graph that paused, its values with `"__interrupt__"`."""
     output = handler.root_output if handler.has_root_output else _aggregate(chunks)
     if isinstance(output, BaseMessageChunk):
         output = message_chunk_to_message(output)
+    if handler.root_interrupts is not None:
+        output = _langgraph.invoke_output(output, handler.root_interrupts)
     return output
 
 
@@ -83,6 +88,7 @@ def _make_core(
         raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
     filter_ = Filter.of(**filters)
+    kwargs = _langgraph.stream_kwargs(runnable)
     box: list[CallbackHandler] = []
 
     def produce(emit: Any) -> Any:
@@ -93,19 +99,23 @@ def _make_core(
         # Driven by stream(), as astream_events drives astream(): an LLM inside
         # a chain then streams token by token. The output is the root run's
         # end value (what invoke returns), or the chunks added up.
-        return _output(handler, list(runnable.stream(input, run_config)))
+        output = _output(handler, list(runnable.stream(input, run_config, **kwargs)))
+        core.interrupted = handler.interrupted
+        return output
 
     async def aproduce(emit: Any) -> Any:
         handler = box[0]
         run_config = _with_handler(config, handler)
         if _is_legacy_chain(runnable):
             return await runnable.ainvoke(input, run_config)
-        return _output(handler, [chunk async for chunk in runnable.astream(input, run_config)])
+        output = _output(handler, [chunk async for chunk in runnable.astream(input, run_config, **kwargs)])
+        core.interrupted = handler.interrupted
+        return output
 
     sink_ = make_sink(sink)
     core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and never_blocks(sink_) else None)
     emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
-    box.append(CallbackHandler(emit_token, emit_event, filter_, lambda: core.stopping, core.stats))
+    box.append(handler_type()(emit_token, emit_event, filter_, lambda: core.stopping, core.stats))
     return core
 
 

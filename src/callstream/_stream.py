@@ -60,7 +60,9 @@ class _BaseStream(Generic[T]):
 
     @property
     def status(self) -> Status:
-        """`"running"`, `"completed"`, `"error"`, `"timeout"` or `"cancelled"`."""
+        """`"running"`, `"completed"`, `"interrupted"` (a LangGraph graph paused on
+        `interrupt()`: the run ended normally, `output` holds `"__interrupt__"`),
+        `"error"`, `"timeout"` or `"cancelled"`."""
         return self._core.status
 
     @property
@@ -69,10 +71,12 @@ class _BaseStream(Generic[T]):
 
         Raises:
             RuntimeError: the stream has not completed (still running, or it
-                ended with an error, a timeout or a cancellation).
+                ended with an error, a timeout or a cancellation). An
+                interrupted stream completed: its output is what `invoke`
+                returns, `"__interrupt__"` included.
         """
         core = self._core
-        if core.status == "completed":
+        if core.status == "completed" or core.status == "interrupted":
             return core.value
         if core.state is _State.NEW:
             raise RuntimeError("no output yet: the stream has not started; iterate it to the end first")

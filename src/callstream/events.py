@@ -25,6 +25,7 @@ EventKind = Literal[
     "agent_action",
     "agent_finish",
     "custom",
+    "interrupt",
     "preamble",
 ]
 
@@ -55,19 +56,26 @@ class Event(NamedTuple):
     """One callback of a LangChain run, in the order the callbacks fired.
 
     Attributes:
-        kind: what happened (`"token"`, `"llm_start"`, `"tool_end"`, ...).
+        kind: what happened (`"token"`, `"llm_start"`, `"tool_end"`, ...;
+            `"custom"` for `dispatch_custom_event` and LangGraph's
+            `get_stream_writer()` data; `"interrupt"` when a LangGraph graph
+            pauses on `interrupt()`, waiting for `Command(resume=...)`).
             `"preamble"` is callstream's own: sent just before the `llm_end` of
             a chat-model call that ended calling tools, when that call had
             streamed text; `data["text"]` is that text, which was a preamble
             ("Let me look that up"), not the answer. A UI that showed the
             call's tokens (same `run_id`) takes them back on this event.
-        name: the run's name (`"ChatOpenAI"`, `"RunnableSequence"`, a tool name).
+        name: the run's name (`"ChatOpenAI"`, `"RunnableSequence"`, a tool name);
+            for `dispatch_custom_event`, the event's name; for stream-writer
+            data, the name of the node or tool that wrote it.
         run_id: the run's id, as a string.
         parent_ids: the ids of the enclosing runs, root first.
         tags: the run's tags.
         metadata: the run's metadata.
         data: what the callback carried, under the keys `astream_events` v2
-            uses (`input`, `output`, `chunk`, `error`).
+            uses (`input`, `output`, `chunk`, `error`). For a `custom` event,
+            the data dispatched or written; for an `interrupt` event,
+            `{"interrupts": [{"id", "value", "node", "ns"}, ...], "checkpoint_id"}`.
         text: for a token, its text (`""` for a tool-call or closing chunk).
         chunk: for a token, the original `AIMessageChunk` or `GenerationChunk`.
         run_type: the LangChain run type (`"chat_model"`, `"llm"`, `"chain"`,
@@ -91,10 +99,14 @@ class Event(NamedTuple):
 
         `{"event": "on_chat_model_stream", "name", "run_id", "parent_ids",
         "tags", "metadata", "data"}`, so code written for `astream_events`
-        works on these events unchanged.
+        works on these events unchanged. `astream_events` has no interrupt
+        event: an `interrupt` event is `"on_interrupt"` (the name of LangGraph's
+        callback), with the graph's run as `name`/`run_id` and `data` as above.
         """
         if self.kind == "custom":
             event = "on_custom_event"
+        elif self.kind == "interrupt":
+            event = "on_interrupt"
         else:
             phase = _PHASE[self.kind]
             family = self.run_type or self.kind.partition("_")[0]

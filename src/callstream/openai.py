@@ -26,6 +26,16 @@ one the stream already ran:
   at the end as `delta.tool_calls`, then `finish_reason="tool_calls"`;
 - otherwise the stream ends with `finish_reason="stop"`.
 
+A LangGraph run that paused on `interrupt()` (human in the loop) ends with
+`finish_reason: "interrupt"`, a value of ours beside OpenAI's (tool calls the
+graph will run on resume are not offered to the client), and its last
+chunk's choice carries the pause as an extra field:
+`choices[0].interrupt == {"interrupts": [{"id", "value", "node", "ns"}, ...],
+"checkpoint_id"}` (the `interrupt` event's data). The OpenAI SDK keeps both:
+`chunk.choices[0].finish_reason == "interrupt"`, and the payload in
+`chunk.choices[0].model_extra["interrupt"]`. A client that knows neither sees
+an ordinary end of message.
+
 With `include_usage=True` (what `stream_options={"include_usage": true}` asks
 of the API), every chunk has `"usage": null` and a last chunk with empty
 `choices` carries the usage the model(s) reported, summed (`stream.summary.usage`;
@@ -108,6 +118,8 @@ class ChunkBuilder:
         self._chunks: dict[Any, _Call] = {}  # its calls being streamed, by index
         self._pending: list[_Call] = []
         self._running: dict[str, str] = {}  # tool run id -> call id
+        #: the data of the run's `interrupt` event (a LangGraph graph paused), or None
+        self.interrupt: dict[str, Any] | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         chunk = {
@@ -133,6 +145,9 @@ class ChunkBuilder:
         if type(item) is str:
             return self._deltas({"content": item}) if item else []
         if not isinstance(item, Event):
+            return []
+        if item.kind == "interrupt":
+            self.interrupt = _safe(item.data)
             return []
         if item.kind == "token":
             if self.tool_calls:
@@ -209,10 +224,15 @@ class ChunkBuilder:
     def finish(self, usage: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """The last chunks: calls for the client to run, `finish_reason`, then usage if asked."""
         out = self._deltas()
-        waiting = [c for c in self._pending if not c.executed] if self.tool_calls else []
-        if waiting:
-            out.append(self._chunk({"tool_calls": [c.wire(i) for i, c in enumerate(waiting)]}))
-        out.append(self._chunk({}, "tool_calls" if waiting else "stop"))
+        if self.interrupt is not None:  # paused: the graph runs its pending calls on resume
+            last = self._chunk({}, "interrupt")
+            last["choices"][0]["interrupt"] = self.interrupt
+            out.append(last)
+        else:
+            waiting = [c for c in self._pending if not c.executed] if self.tool_calls else []
+            if waiting:
+                out.append(self._chunk({"tool_calls": [c.wire(i) for i, c in enumerate(waiting)]}))
+            out.append(self._chunk({}, "tool_calls" if waiting else "stop"))
         if self.include_usage:
             out.append({**self._chunk({}), "choices": [], "usage": openai_usage(usage)})
         return out
@@ -228,6 +248,18 @@ def _parsed(arguments: str) -> Any:
 def _content(output: Any) -> Any:
     content = getattr(output, "content", output)
     return _safe(content)
+
+
+def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
+    """A `ChatCompletionChunk` from a chunk dict, as the SDK builds it from the wire:
+    validated, except a final `"interrupt"` chunk, which the SDK's own parser keeps
+    as it is (its `finish_reason` is not one of OpenAI's)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    choices = data["choices"]  # empty in the usage chunk
+    if choices and choices[0].get("finish_reason") == "interrupt":
+        return ChatCompletionChunk.construct(**data)
+    return ChatCompletionChunk.model_validate(data)
 
 
 def _dicts(stream: Stream[Any], builder: ChunkBuilder) -> Iterator[dict[str, Any]]:
@@ -264,10 +296,10 @@ def chunks(
         include_usage: end with a chunk with empty `choices` and `usage`.
     """
     _check(stream, Stream, "chunks")
-    from openai.types.chat import ChatCompletionChunk
+    import openai.types.chat  # noqa: F401  (the extra is installed: fail here, not at the first chunk)
 
     builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
-    return (ChatCompletionChunk.model_validate(d) for d in _dicts(stream, builder))
+    return (_chunk_object(d) for d in _dicts(stream, builder))
 
 
 def achunks(
@@ -275,10 +307,10 @@ def achunks(
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of `chunks`."""
     _check(stream, AsyncStream, "achunks")
-    from openai.types.chat import ChatCompletionChunk
+    import openai.types.chat  # noqa: F401
 
     builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
-    return (ChatCompletionChunk.model_validate(d) async for d in _adicts(stream, builder))
+    return (_chunk_object(d) async for d in _adicts(stream, builder))
 
 
 def _wire(data: dict[str, Any]) -> bytes:

@@ -10,8 +10,13 @@ return StreamingResponse(asse(aiter_callbacks(chain, inputs)), headers=SSE_HEADE
 What the frames guarantee (the HTML spec's event-stream format):
 
 - one `event:` name per event kind (`token`, `tool_start`, `tool_end`,
-  `tool_error`, `custom`, `preamble`; others on request), `data:` as one line of JSON, an
-  `id:` per event; newlines are stripped from `event` and `id`;
+  `tool_error`, `custom`, `interrupt`,
+  `preamble`; others on request), `data:` as one line
+  of JSON, an `id:` per event; newlines are stripped from `event` and `id`;
+- a LangGraph graph that pauses on `interrupt()` sends `event: interrupt`
+  with `{"name", "run_id", "interrupts": [{"id", "value", "node", "ns"}, ...],
+  "checkpoint_id"}` (the question to show, and the ids to answer with
+  `Command(resume=...)`), then `event: done` with `{"status": "interrupted"}`;
 - no token can break a frame or inject an event: data is JSON (or, in text
   mode, split into `data:` lines on exactly `\\r\\n`, `\\r`, `\\n`);
 - every token's text arrives, whatever it holds (NUL, `\\r`, U+2028,
@@ -75,7 +80,7 @@ NDJSON_HEADERS: Final[Mapping[str, str]] = {
 }
 
 #: The event kinds sent by default: what a chat UI shows.
-DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom", "preamble"})
+DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom", "interrupt", "preamble"})
 
 # The SSE spec's line terminators, and only those: str.splitlines() also splits
 # on \u2028, \x85, \x1c... and would corrupt a token's text.

@@ -22,6 +22,7 @@ class Args:
     model = "gpt-4o-mini"
     delay = 0.0
     timeout = 30.0
+    approve = False
 
 
 def test_demo_on_scripted_model_streams_chain_and_agent() -> None:
@@ -31,7 +32,35 @@ def test_demo_on_scripted_model_streams_chain_and_agent() -> None:
     assert ANSWER in text
     assert '→ get_weather({"city": "Paris"})' in text and "← get_weather: 18°C and sunny" in text
     assert "It is 18°C and sunny in Paris" in text
-    assert text.count("status completed") == 2 and "first token after" in text
+    assert text.count("status completed") == 3 and "first token after" in text
+    # one approval round: the agent pauses before its tool runs, is approved, and resumes
+    paused = text.index('⏸ paused: send_email({"to": "team@example.com", "subject": "Weather in Paris"})')
+    assert text.index("status interrupted") > paused and "auto-approved" in text
+    resumed = text.index("resumed with Command(resume=...): approve")
+    assert resumed < text.index('· send_email: {"progress": "sent"}') < text.index("email to team@example.com sent.")
+
+
+@pytest.mark.parametrize(("answer", "ran"), [("y\n", True), ("n\n", False), ("", False)])
+def test_demo_approve_asks_on_stdin(answer: str, ran: bool) -> None:
+    args = Args()
+    args.approve = True
+    asked: list[str] = []
+    replies = io.StringIO(answer)
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        line = replies.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    out = io.StringIO()
+    assert demo(args, out, ask) == 0  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert asked == ["  Approve? [y/N] "]
+    assert ("→ send_email" in text) is ran and ("email to team@example.com sent." in text) is ran
+    if not ran:
+        assert "resumed with Command(resume=...): reject" in text and "declined in the terminal" in text
 
 
 def test_demo_against_openai_compatible_server(openai_server: OpenAIServer, monkeypatch: Any) -> None:
@@ -44,6 +73,8 @@ def test_demo_against_openai_compatible_server(openai_server: OpenAIServer, monk
     text = out.getvalue()
     assert "w0 w1 w2 w3 w4 w5" in text
     assert "→ get_weather" in text and "The answer is 18°C and sunny." in text
+    # the approval round over HTTP: the server's tool call, approved, then its answer
+    assert "⏸ paused: send_email" in text and "The answer is email to otters sent." in text
 
 
 def test_cli_entry_point_runs() -> None:
@@ -55,8 +86,21 @@ def test_cli_entry_point_runs() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "status completed" in proc.stdout
+    assert "status completed" in proc.stdout and "status interrupted" in proc.stdout
     assert main.__module__ == "callstream.cli"
+
+
+def test_cli_approve_reads_the_decision_from_stdin() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "callstream", "demo", "--delay", "0", "--approve"],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Approve? [y/N]" in proc.stdout and "resumed with Command(resume=...): approve" in proc.stdout
 
 
 # -- the command as a user runs it: real subprocesses ---------------------------------------------

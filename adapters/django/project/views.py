@@ -57,11 +57,12 @@ def route(*methods: str) -> Callable[[View], View]:
     return decorate
 
 
-def _sse_response(request: HttpRequest, runnable: Any, inputs: Any) -> StreamingHttpResponse:
+def _sse_response(request: HttpRequest, runnable: Any, inputs: Any, config: Any = None) -> StreamingHttpResponse:
     if isinstance(request, ASGIRequest):
-        body: Any = shared.atracked(asse(callstream.aiter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+        events: Any = callstream.aiter_callbacks(runnable, inputs, config)
+        body: Any = shared.atracked(asse(events, heartbeat=shared.HEARTBEAT))
     else:
-        body = shared.tracked(sse(callstream.iter_callbacks(runnable, inputs), heartbeat=shared.HEARTBEAT))
+        body = shared.tracked(sse(callstream.iter_callbacks(runnable, inputs, config), heartbeat=shared.HEARTBEAT))
     return StreamingHttpResponse(body, headers=SSE_HEADERS)
 
 
@@ -92,6 +93,13 @@ def agent(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
 
 
+@route("GET")
+def approval(request: HttpRequest) -> HttpResponse:
+    """The agent that asks before it sends an email: SSE ending with `interrupt`, then `done`."""
+    config = shared.approval_thread(request.GET.get("thread"))
+    return _sse_response(request, shared.approval_agent(), shared.approval_input(request.GET.get("q", "")), config)
+
+
 def _reader(request: HttpRequest) -> Callable[[int], bytes]:
     """How to read the body: Django's WSGI request reads CONTENT_LENGTH bytes, so none of a
     chunked body (gunicorn decodes one in `wsgi.input`); `request.body` would apply Django's
@@ -102,6 +110,17 @@ def _reader(request: HttpRequest) -> Callable[[int], bytes]:
         if stream is not None:
             return stream.read  # type: ignore[no-any-return]
     return request.read
+
+
+@route("POST")
+def approval_decision(request: HttpRequest, thread: str) -> HttpResponse:
+    """The page's decision: the same thread resumed with `Command(resume=...)`, as SSE."""
+    config = shared.approval_thread(thread)
+    meta = request.META
+    resume = shared.decision(
+        validation.read_json(meta.get("CONTENT_TYPE"), meta.get("CONTENT_LENGTH"), _reader(request))
+    )
+    return _sse_response(request, shared.approval_agent(), resume, config)
 
 
 @route("POST")
