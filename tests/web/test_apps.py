@@ -176,7 +176,8 @@ def test_page_renders_stream_in_headless_chromium(app: AppServer, tmp_path: Any)
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
         pytest.skip("chromium not installed (CI installs it)")
-    url = app.url + "/?autorun=1&route=/agent&q=weather"
+    # The model says a few words before its tool call: the page takes them back on the `preamble` event.
+    url = app.url + "/?autorun=1&route=/agent&q=" + quote("[[preamble=Let me check that for you.]] weather")
     cmd = [
         chromium,
         "--headless",
@@ -197,6 +198,7 @@ def test_page_renders_stream_in_headless_chromium(app: AppServer, tmp_path: Any)
     assert "done: completed" in dom, proc.stderr[-2000:]
     assert "→ get_weather" in dom
     assert "The answer is 18°C and sunny in otters." in dom
+    assert "Let me check" not in dom
 
 
 def test_repeated_disconnects_leave_no_worker(app: AppServer) -> None:

@@ -138,7 +138,10 @@ class _Handler(BaseHTTPRequestHandler):
         if tools and not results:
             fn = tools[0]["function"]
             args = json.dumps(_args_for(fn.get("parameters", {})))
-            return [], [{"id": "call_1", "name": fn["name"], "arguments": args}]
+            # `preamble=Let me check.`: text streamed before the tool call, as models do
+            preamble = opts.get("preamble", "")
+            words = preamble.split(" ") if preamble else []
+            return [w + " " for w in words], [{"id": "call_1", "name": fn["name"], "arguments": args}]
         if results:
             text = f"The answer is {results[-1].get('content')}."
             return [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]], []
