@@ -148,3 +148,38 @@ def drain_into(face: str, stream: Any, got: list[Any]) -> None:
                 got.append(item)
 
     asyncio.run(go())
+
+
+def dump_dom(url: str, profile: Any) -> tuple[str, str]:
+    """Load `url` in Debian's headless Chromium and return (the DOM after its scripts ran, stderr).
+
+    Skips when Chromium is missing here; fails under CI, which installs it (`.ci/run`).
+    """
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium not installed (CI installs it)")
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    return proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8", errors="replace")

@@ -12,6 +12,7 @@ from langchain_core.tools import tool
 
 import callstream
 from callstream.testing import ScriptedChatModel, agent_script
+from tests.helpers import drain_into
 
 
 @tool
@@ -276,17 +277,8 @@ def test_holdback_none_holds_a_tool_bound_answer_until_its_call_ends() -> None:
 
 def test_the_preamble_event_marks_text_already_sent(face: str) -> None:
     fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
-    stream = fn(agent_of(long_preamble_model()), QUESTION)
-
-    async def collect_async() -> list[callstream.Event]:
-        async with stream:
-            return [e async for e in stream]
-
-    if face == "sync":
-        with stream:
-            events = list(stream)
-    else:
-        events = asyncio.run(collect_async())
+    events: list[callstream.Event] = []
+    drain_into(face, fn(agent_of(long_preamble_model()), QUESTION), events)
     # What a UI does: show tokens as they come, take a run's text back on its preamble event.
     shown: dict[str, str] = {}
     order: list[str] = []
@@ -319,16 +311,8 @@ def test_summary_tokens_count_tokens_with_text(face: str) -> None:
     model = ScriptedChatModel(responses=["abcdefghij"], chunk_size=1)
     fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
     stream = fn(model, "hi")
-
-    async def collect_async() -> list[callstream.Event]:
-        async with stream:
-            return [e async for e in stream]
-
-    if face == "sync":
-        with stream:
-            events = list(stream)
-    else:
-        events = asyncio.run(collect_async())
+    events: list[callstream.Event] = []
+    drain_into(face, stream, events)
     token_events = [e for e in events if e.kind == "token"]
     assert len(token_events) > 10  # the empty closing chunk is an event...
     assert stream.summary.tokens == 10 == sum(1 for e in token_events if e.text)  # ...not a token

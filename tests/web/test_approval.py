@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import subprocess
 from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from tests.helpers import dump_dom
 from tests.web.conftest import MAX_BODY, AppServer
 from tests.web.test_bad_requests import JSON, check_error
 
@@ -99,31 +98,10 @@ def test_approval_decision_body_over_the_limit_is_413(app: AppServer) -> None:
 def test_page_shows_the_question_and_the_click_resumes_in_headless_chromium(
     app: AppServer, tmp_path: Any, choice: str
 ) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("chromium not installed (CI installs it)")
     # `decide` makes the page click the button itself once the question is shown.
     url = app.url + f"/?autorun=1&route=/approval&q=email&decide={choice}"
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    dom = proc.stdout
-    assert "done: completed" in dom, proc.stderr[-2000:] + dom[-2000:]
+    dom, stderr = dump_dom(url, tmp_path)
+    assert "done: completed" in dom, stderr[-2000:] + dom[-2000:]
     assert 'Allow send_email({"to":"otters","subject":"otters"})?' in dom  # the question was shown
     if choice == "approve":
         assert "→ send_email" in dom and '· send_email: {"progress":"sending"}' in dom

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import socket
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from callstream.testing import OpenAIServer
+from tests.helpers import dump_dom
 from tests.web.conftest import AppServer
 
 _tags = itertools.count()
@@ -171,31 +169,10 @@ def test_fifty_concurrent_clients_get_their_own_streams(app: AppServer) -> None:
 
 @pytest.mark.parametrize("app", ["fastapi-uvicorn"], indirect=True)
 def test_page_renders_stream_in_headless_chromium(app: AppServer, tmp_path: Any) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("chromium not installed (CI installs it)")
     # The model says a few words before its tool call: the page takes them back on the `preamble` event.
     url = app.url + "/?autorun=1&route=/agent&q=" + quote("[[preamble=Let me check that for you.]] weather")
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        url,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    dom = proc.stdout
-    assert "done: completed" in dom, proc.stderr[-2000:]
+    dom, stderr = dump_dom(url, tmp_path)
+    assert "done: completed" in dom, stderr[-2000:]
     assert "→ get_weather" in dom
     assert "The answer is 18°C and sunny in otters." in dom
     assert "Let me check" not in dom

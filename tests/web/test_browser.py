@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import random
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +23,7 @@ import pytest
 import callstream
 import callstream.openai
 from callstream.sse import _LINE_SEP, ndjson, sse
+from tests.helpers import dump_dom
 
 _rng = random.Random(12)
 TOKENS = [
@@ -140,29 +138,9 @@ def units(text: str) -> bytes:
 
 
 def test_browser_reads_every_token_from_every_encoder(page_server: str, tmp_path: Any) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
-        pytest.skip("chromium not installed (CI installs it)")
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        page_server,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
-    dom = proc.stdout.decode("utf-8")
+    dom, stderr = dump_dom(page_server, tmp_path)
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
-    assert found is not None and found.group(1) != "pending", proc.stderr.decode(errors="replace")[-2000:]
+    assert found is not None and found.group(1) != "pending", stderr[-2000:]
     # JSON.stringify writes a lone surrogate as its escape, so the browser's strings come back code unit for unit
     got = json.loads(html.unescape(found.group(1)))
     joined = "".join(TOKENS)
