@@ -16,11 +16,17 @@ from ._astream import afrom_callback as afrom_callback
 from ._push import Push as Push
 from ._push import afrom_push as afrom_push
 from ._push import from_push as from_push
+from ._relay import MemoryRelay as MemoryRelay
 from ._runnable import aiter_callbacks as aiter_callbacks
 from ._runnable import iter_callbacks as iter_callbacks
 from ._stream import Stream as Stream
 from ._stream import from_callback as from_callback
+from .errors import ProducerLost as ProducerLost
+from .errors import RelayFull as RelayFull
+from .errors import RemoteError as RemoteError
 from .errors import StreamError as StreamError
+from .errors import StreamGap as StreamGap
+from .errors import StreamNotFound as StreamNotFound
 from .errors import StreamOverflow as StreamOverflow
 from .errors import StreamTimeout as StreamTimeout
 from .events import Event as Event
@@ -37,12 +43,18 @@ __all__ = [
     "BoundedSink",
     "DequeSink",
     "Event",
+    "MemoryRelay",
+    "ProducerLost",
     "Push",
     "QueueSink",
+    "RelayFull",
+    "RemoteError",
     "Sink",
     "SinkStatistics",
     "Stream",
     "StreamError",
+    "StreamGap",
+    "StreamNotFound",
     "StreamOverflow",
     "StreamTimeout",
     "Summary",

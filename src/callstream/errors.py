@@ -3,7 +3,12 @@
 ```
 StreamError                       base of every callstream error
  ├── StreamTimeout (TimeoutError)  a total, first-token or idle limit was hit
- └── StreamOverflow                a BoundedSink(overflow="error") was full
+ ├── StreamOverflow                a BoundedSink(overflow="error") was full
+ ├── StreamNotFound (KeyError)     a relay knows no run under that key (never published, or expired)
+ ├── StreamGap                     a relay no longer keeps (or never issued) the events after that id
+ ├── ProducerLost                  a published run's producer died without recording its outcome
+ ├── RemoteError                   a published run failed in another process (type and message)
+ └── RelayFull                     a relay already keeps `max_runs` runs
 ```
 
 An exception raised by the producer (the model, a chain step, a tool, your
@@ -14,7 +19,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ("StreamError", "StreamOverflow", "StreamTimeout")
+__all__ = (
+    "ProducerLost",
+    "RelayFull",
+    "RemoteError",
+    "StreamError",
+    "StreamGap",
+    "StreamNotFound",
+    "StreamOverflow",
+    "StreamTimeout",
+)
 
 TimeoutName = Literal["timeout", "first_token_timeout", "idle_timeout"]
 
@@ -60,3 +74,75 @@ class StreamOverflow(StreamError):
     run stops there; the consumer receives it after every event buffered
     before it.
     """
+
+
+class StreamNotFound(StreamError, KeyError):
+    """A relay knows no run under this key: never published here, or expired (`ttl`).
+
+    A `KeyError` too, so `except KeyError` in a lookup keeps working. Under
+    several worker processes, a `MemoryRelay` knows only the runs published
+    in its own process (use `callstream.redis.RedisRelay` there).
+
+    Attributes:
+        key: the key asked for, shortened (a key is a bearer secret).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = short_key(key)
+        StreamError.__init__(self, f"no published run under key {self.key!r} (never published here, or expired)")
+
+    def __str__(self) -> str:  # KeyError.__str__ would repr() the message
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type[StreamNotFound], tuple[str]]:
+        return (type(self), (self.key,))
+
+
+class StreamGap(StreamError):
+    """The events after `after` are not kept (trimmed by `maxlen`) or that id was never issued.
+
+    Raised instead of silently resuming from a later event: the subscriber
+    would miss events. Subscribe again with `after=None` to replay what is kept,
+    or treat the run as lost to this client.
+    """
+
+
+class ProducerLost(StreamError):
+    """A published run's producer stopped without recording its outcome.
+
+    The worker was killed, the machine lost, or a reserved run was never
+    started within `queue_timeout`. Subscribers get it within the relay's
+    `lease` seconds, never a hang.
+    """
+
+
+class RemoteError(StreamError):
+    """A published run failed in another process.
+
+    The original exception cannot cross the wire (only JSON does); this names
+    its type and message.
+
+    Attributes:
+        type: the original exception's qualified type name (`"ValueError"`).
+        message: its `str()`.
+    """
+
+    def __init__(self, type: str, message: str) -> None:
+        self.type = type
+        self.message = message
+        super().__init__(f"{type}: {message}" if message else type)
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
+        return (RemoteError, (self.type, self.message))
+
+
+class RelayFull(StreamError):
+    """A relay already keeps `max_runs` runs (running, queued and retained).
+
+    The reference apps answer 429. Runs are released `ttl` seconds after they end.
+    """
+
+
+def short_key(key: str) -> str:
+    """A key as logs and messages show it: its first 6 characters (keys are bearer secrets)."""
+    return key if len(key) <= 8 else key[:6] + "…"

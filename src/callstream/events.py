@@ -27,6 +27,7 @@ EventKind = Literal[
     "custom",
     "interrupt",
     "preamble",
+    "attempt",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -49,6 +50,7 @@ _PHASE = {
     "agent_action": "agent_action",
     "agent_finish": "agent_finish",
     "preamble": "preamble",
+    "attempt": "attempt",
 }
 
 
@@ -81,6 +83,13 @@ class Event(NamedTuple):
         run_type: the LangChain run type (`"chat_model"`, `"llm"`, `"chain"`,
             `"tool"`, `"retriever"`, `"prompt"`, `"parser"`), used to name
             the event in `to_dict()`.
+        id: the event's position in a relay (`relay.subscribe(key, after=event.id)`
+            resumes right after it); `""` for an event not read from a relay.
+            Ids of one key are strictly increasing.
+
+    An `"attempt"` event is a relay's: a run published again under the key of
+    a failed attempt (a task retry). `data` is `{"attempt": n, "previous":
+    {"status", "error"}}`; the new attempt's events follow.
     """
 
     kind: EventKind
@@ -93,6 +102,7 @@ class Event(NamedTuple):
     text: str = ""
     chunk: Any = None
     run_type: str = ""
+    id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the `astream_events(version="v2")` `StreamEvent` shape.
@@ -107,6 +117,8 @@ class Event(NamedTuple):
             event = "on_custom_event"
         elif self.kind == "interrupt":
             event = "on_interrupt"
+        elif self.kind == "attempt":
+            event = "on_attempt"
         else:
             phase = _PHASE[self.kind]
             family = self.run_type or self.kind.partition("_")[0]

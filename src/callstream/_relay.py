@@ -1,0 +1,482 @@
+"""Relays: publish a run, let any number of subscribers read it from any position.
+
+`Relay` holds the lifecycle once — keys, attempts, outcomes, subscriptions,
+`linger`, cancellation — over a `RelayStore` that keeps runs and events
+(`_relay_store.py`). `MemoryRelay` is that lifecycle over `MemoryStore`; the
+Redis relay is the same lifecycle over a Redis store.
+
+A published run is pumped by the relay (a daemon thread for a `Stream`, a
+task on the caller's loop for an `AsyncStream`): every item it yields becomes
+an event with a position. A subscription is a `Stream`/`AsyncStream` whose
+producer reads the store from a position; it never slows the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from ._answer import StreamStats, Summary
+from ._astream import AsyncStream
+from ._core import Timeouts, _Core, _State
+from ._memory_store import MemoryStore
+from ._relay_store import Batch, Outcome, RelayStatus, RelayStore
+from ._stream import Stream, _BaseStream
+from .events import Event
+
+__all__ = ("MemoryRelay", "Relay")
+
+T = TypeVar("T")
+
+#: Longest single wait of a subscription's reader: bounds how long it takes to
+#: notice a closed subscription, an expired reservation or a lost producer.
+_READ_SLICE: Final = 0.25
+#: A subscription stops reading while its consumer has this many events unread.
+_MAX_UNREAD: Final = 1024
+
+
+def check_key(key: object) -> str:
+    """A given key: 1 to 200 printable characters, no whitespace."""
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, not {type(key).__name__}")
+    if not (0 < len(key) <= 200) or not key.isprintable() or any(c.isspace() for c in key):
+        raise ValueError("key must be 1 to 200 printable characters with no whitespace")
+    return key
+
+
+def _check_after(after: object) -> str | None:
+    if after is not None and not isinstance(after, str):
+        raise TypeError(f"after must be an event id (a str, such as event.id) or None, not {type(after).__name__}")
+    return after
+
+
+def _check_seconds(name: str, value: object, *, zero: bool = False, none: bool = False) -> Any:
+    if value is None and none:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        also = ", or None" if none else ""
+        raise ValueError(f"{name} must be a positive number of seconds{also}; got {value!r}")
+    return value
+
+
+def _check_count(name: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+    return value
+
+
+def as_event(item: Any) -> Event:
+    """What a relay keeps for a stream's item: events as they are, `str` as tokens."""
+    if type(item) is Event:
+        return item
+    if type(item) is str:
+        return Event("token", text=item)
+    return Event("custom", name="item", data={"value": item})
+
+
+def _feed(stats: StreamStats, event: Event) -> None:
+    """Rebuild a subscriber's statistics from the events, as the callback handler does."""
+    kind = event.kind
+    if kind == "token":
+        if event.text:
+            stats.on_token()
+    elif kind == "llm_start":
+        stats.llm_calls += 1
+    elif kind == "llm_end":
+        stats.on_llm_end(event.data.get("output"))
+    elif kind == "tool_start":
+        stats.on_tool_start(event.run_id, event.name, event.data.get("input"))
+    elif kind == "tool_end":
+        stats.on_tool_end(event.run_id, result=event.data.get("output"))
+    elif kind == "tool_error":
+        error = event.data.get("error")
+        stats.on_tool_end(event.run_id, error=error if isinstance(error, BaseException) else Exception(str(error)))
+
+
+class Relay:
+    """Publish runs and subscribe to them; the storage is the subclass's.
+
+    Every method is safe from any thread; `apublish`, `arun` and
+    `asubscribe` are for event-loop code.
+    """
+
+    def __init__(self, store: RelayStore, *, linger: float | None) -> None:
+        self._store = store
+        self._linger: float | None = _check_seconds("linger", linger, zero=True, none=True)
+        #: streams published by this process, by key: `cancel` closes them at once
+        self._local: dict[str, _BaseStream[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- publishing -----------------------------------------------------------------
+
+    def reserve(self, key: str | None = None) -> str:
+        """A key in state "queued", for a run started later (`run(stream, key=key)` in a worker).
+
+        Subscribers may subscribe at once: they wait for its events. A reserved
+        key that no run takes within `queue_timeout` ends "lost".
+        """
+        key = secrets.token_urlsafe(16) if key is None else check_key(key)
+        self._store.begin(key, queued=True)
+        return key
+
+    def publish(self, stream: Stream[Any], *, key: str | None = None) -> str:
+        """Start an unstarted `Stream` detached, in a thread of its own; return its key at once.
+
+        Raises:
+            TypeError: not a `Stream` (an `AsyncStream` takes `apublish`).
+            ValueError: the stream has started, or the key is taken (see `run`).
+            RelayFull: `max_runs` runs are kept already.
+        """
+        self._check_stream(stream, Stream, "publish", "apublish")
+        key, attempt = self._begin(stream, key)
+        if attempt:
+            threading.Thread(
+                target=self._pump_quietly, args=(key, stream), name=f"callstream-relay-{key[:6]}", daemon=True
+            ).start()
+        return key
+
+    def run(self, stream: Stream[Any], *, key: str | None = None) -> Summary:
+        """Publish a `Stream` and run it in the calling thread (a task body); return its `Summary`.
+
+        A run that failed is recorded, then its error is re-raised here, so
+        the task system sees the failure. On a reserved key cancelled before
+        this call, the stream never starts and the summary says "cancelled".
+
+        Raises:
+            ValueError: the stream has started; or the key already has a run,
+                unless the key was reserved or its last attempt ended "error"
+                or "lost" (a retry: a new attempt under the same key).
+        """
+        self._check_stream(stream, Stream, "run", "arun")
+        key, attempt = self._begin(stream, key)
+        if not attempt:
+            return stream.summary
+        return self._pump(key, stream)
+
+    async def apublish(self, stream: AsyncStream[Any], *, key: str | None = None) -> str:
+        """`publish` for an `AsyncStream`: the run is a task on the running loop."""
+        self._check_stream(stream, AsyncStream, "apublish", "publish")
+        key, attempt = self._begin(stream, key)
+        if attempt:
+            task = asyncio.get_running_loop().create_task(self._apump_quietly(key, stream))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return key
+
+    async def arun(self, stream: AsyncStream[Any], *, key: str | None = None) -> Summary:
+        """`run` for an `AsyncStream`, awaited on the running loop."""
+        self._check_stream(stream, AsyncStream, "arun", "run")
+        key, attempt = self._begin(stream, key)
+        if not attempt:
+            return stream.summary
+        return await self._apump(key, stream)
+
+    @staticmethod
+    def _check_stream(stream: object, face: type[Any], name: str, twin: str) -> None:
+        if not isinstance(stream, face):
+            other = "an AsyncStream" if face is Stream else "a sync Stream"
+            hint = f" ({other} takes relay.{twin}())" if isinstance(stream, _BaseStream) else ""
+            raise TypeError(f"relay.{name}() takes a {face.__name__}, not {type(stream).__name__}{hint}")
+        if stream._core.state is not _State.NEW:
+            raise ValueError(f"relay.{name}() takes an unstarted stream: this one was entered or iterated already")
+
+    def _begin(self, stream: _BaseStream[Any], key: str | None) -> tuple[str, int]:
+        key = secrets.token_urlsafe(16) if key is None else check_key(key)
+        attempt = self._store.begin(key, queued=False)
+        if not attempt:  # reserved, then cancelled before its start: the model never runs
+            stream.close()
+            return key, 0
+        self._local[key] = stream
+        if self._linger is not None:
+            self._schedule_linger(key, self._linger)
+        return key, attempt
+
+    def _pump(self, key: str, stream: Stream[Any]) -> Summary:
+        store = self._store
+        error: BaseException | None = None
+        try:
+            with stream:
+                if store.cancel_requested(key):
+                    stream.close()  # cancelled between begin and here
+                for item in stream:
+                    store.append(key, [as_event(item)])
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._conclude(key, stream, error)
+        return stream.summary
+
+    async def _apump(self, key: str, stream: AsyncStream[Any]) -> Summary:
+        store = self._store
+        error: BaseException | None = None
+        try:
+            async with stream:
+                if store.cancel_requested(key):
+                    stream.close()  # cancelled between begin and here
+                async for item in stream:
+                    store.append(key, [as_event(item)])
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._conclude(key, stream, error)
+        return stream.summary
+
+    def _pump_quietly(self, key: str, stream: Stream[Any]) -> None:
+        try:
+            self._pump(key, stream)
+        except BaseException:  # recorded as the run's outcome; subscribers get it
+            pass
+
+    async def _apump_quietly(self, key: str, stream: AsyncStream[Any]) -> None:
+        try:
+            await self._apump(key, stream)
+        except BaseException:
+            pass
+
+    def _conclude(self, key: str, stream: _BaseStream[Any], error: BaseException | None) -> None:
+        self._local.pop(key, None)
+        status = stream.status
+        if error is not None:
+            status = "timeout" if status == "timeout" else "error"
+            outcome = Outcome(status, error=error)
+        elif status in ("completed", "interrupted"):
+            outcome = Outcome(status, output=stream._core.value)
+        else:
+            outcome = Outcome("cancelled")
+        self._store.finish(key, Outcome(outcome.status, outcome.output, outcome.error, stream.summary))
+
+    # -- cancelling, status -------------------------------------------------------------
+
+    def cancel(self, key: str) -> None:
+        """Stop the run at its next callback (a queued run: before it starts). Idempotent.
+
+        Raises:
+            StreamNotFound: no run under this key (never published, or expired).
+        """
+        self._store.request_cancel(check_key(key))
+        stream = self._local.get(key)
+        if stream is not None:
+            stream.close()
+
+    def status(self, key: str) -> RelayStatus | None:
+        """`"queued"`, `"running"`, `"completed"`, `"interrupted"`, `"error"`, `"timeout"`,
+        `"cancelled"`, `"lost"`, or None for an unknown or expired key."""
+        return self._store.status(check_key(key))
+
+    def _schedule_linger(self, key: str, delay: float) -> None:
+        timer = threading.Timer(delay, self._linger_check, args=(key,))
+        timer.daemon = True
+        timer.start()
+
+    def _linger_check(self, key: str) -> None:
+        linger = self._linger
+        assert linger is not None
+        idle = self._store.idle_for(key)
+        if idle is None:
+            return  # it has subscribers (a detach schedules the next check), or it ended
+        if idle >= linger - 1e-3:
+            try:
+                self.cancel(key)
+            except KeyError:
+                pass
+        else:
+            self._schedule_linger(key, linger - idle)
+
+    # -- subscribing ----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        key: str,
+        *,
+        after: str | None = None,
+        timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> Stream[Event]:
+        """A `Stream` of the run's events, from the first (`after=None`) or right after `after`.
+
+        Works while the run goes on or after it ended (what `ttl` keeps), any
+        number of times, from any thread. The subscription ends as the run
+        ended: its output and summary, end of iteration for a cancelled run,
+        or the run's error raised after every event before it. Its time
+        limits end this subscription, never the run.
+
+        Raises:
+            StreamNotFound: no run under this key (never published here, or expired).
+            StreamGap: `after` was trimmed (`maxlen`) or never issued; also
+                raised while iterating, by a subscriber that fell `maxlen` behind.
+        """
+        key, after, timeouts = self._check_subscription(key, after, timeout, first_token_timeout, idle_timeout)
+        core: _Core[Any]
+
+        def follow(emit: Callable[[Any], None]) -> Any:
+            return self._follow(core, key, after, emit)
+
+        core = _Core(follow, "queue", timeouts)
+        return Stream(core)
+
+    def asubscribe(
+        self,
+        key: str,
+        *,
+        after: str | None = None,
+        timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> AsyncStream[Event]:
+        """`subscribe` for event-loop code: an `AsyncStream` read by a task on the caller's loop."""
+        key, after, timeouts = self._check_subscription(key, after, timeout, first_token_timeout, idle_timeout)
+        core: _Core[Any]
+
+        def follow(emit: Callable[[Any], None]) -> Any:
+            return self._follow(core, key, after, emit)
+
+        async def afollow(emit: Callable[[Any], None]) -> Any:
+            return await self._afollow(core, key, after, emit)
+
+        core = _Core(follow, "queue", timeouts, aproducer=afollow)
+        return AsyncStream(core)
+
+    def _check_subscription(
+        self,
+        key: str,
+        after: str | None,
+        timeout: float | None,
+        first_token_timeout: float | None,
+        idle_timeout: float | None,
+    ) -> tuple[str, str | None, Timeouts | None]:
+        key = check_key(key)
+        after = _check_after(after)
+        timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
+        self._store.read(key, after, 0)  # StreamNotFound, StreamGap: now, not at the first next()
+        return key, after, timeouts
+
+    def _follow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
+        store = self._store
+        store.attach(key)
+        try:
+            while not core.stopping:
+                batch = store.read(key, after, _READ_SLICE)
+                after = self._deliver(core, batch, after, emit)
+                if batch.outcome is not None:
+                    return self._ending(core, batch.outcome)
+                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:
+                    time.sleep(0.005)  # a consumer that stopped reading: stop reading for it
+            return None
+        finally:
+            self._detached(key)
+
+    async def _afollow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
+        store = self._store
+        store.attach(key)
+        try:
+            while not core.stopping:
+                batch = await store.aread(key, after, _READ_SLICE)
+                after = self._deliver(core, batch, after, emit)
+                if batch.outcome is not None:
+                    return self._ending(core, batch.outcome)
+                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:
+                    await asyncio.sleep(0.005)
+            return None
+        finally:
+            self._detached(key)
+
+    @staticmethod
+    def _deliver(core: _Core[Any], batch: Batch, after: str | None, emit: Callable[[Any], None]) -> str | None:
+        stats = core.stats
+        for event in batch.events:
+            _feed(stats, event)
+            emit(event)
+        return batch.events[-1].id if batch.events else after
+
+    @staticmethod
+    def _ending(core: _Core[Any], outcome: Outcome) -> Any:
+        """End the subscription as the run ended."""
+        status = outcome.status
+        if status == "completed":
+            return outcome.output
+        if status == "interrupted":
+            core.interrupted = True
+            return outcome.output
+        if status == "cancelled":
+            core._settle("cancelled", None)
+            return None
+        assert outcome.error is not None
+        raise outcome.error
+
+    def _detached(self, key: str) -> None:
+        left = self._store.detach(key)
+        if left == 0 and self._linger is not None and key in self._local:
+            self._schedule_linger(key, self._linger)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class MemoryRelay(Relay):
+    """A relay in this process's memory: the embedded default, no server needed.
+
+    ```python
+    relay = callstream.MemoryRelay()
+    key = relay.publish(callstream.iter_callbacks(agent, inputs))
+    with relay.subscribe(key) as sub:          # any thread, any number of times
+        for event in sub:
+            last = event.id                    # a reconnect resumes with after=last
+    ```
+
+    It serves one process: under several worker processes (gunicorn
+    `--workers 4`), or after a restart, a key published elsewhere is unknown
+    here — use `callstream.redis.RedisRelay` there.
+
+    Args:
+        maxlen: the most events kept per run; older ones are dropped, and a
+            subscriber asking for them gets `StreamGap`.
+        ttl: seconds a finished run stays readable; then its key is unknown.
+        linger: None (default): a run goes on when its subscribers leave (a
+            reconnect resumes it); `s`: a run cancelled once it has had no
+            subscriber for `s` seconds (counted from its start).
+        max_runs: the most runs kept (queued, running and retained); one
+            more raises `RelayFull`.
+        queue_timeout: seconds a reserved key waits for its run before it
+            ends "lost".
+    """
+
+    def __init__(
+        self,
+        *,
+        maxlen: int = 10_000,
+        ttl: float = 3600,
+        linger: float | None = None,
+        max_runs: int = 10_000,
+        queue_timeout: float = 300,
+    ) -> None:
+        self._memory = MemoryStore(
+            maxlen=_check_count("maxlen", maxlen),
+            ttl=_check_seconds("ttl", ttl),
+            max_runs=_check_count("max_runs", max_runs),
+            queue_timeout=_check_seconds("queue_timeout", queue_timeout),
+        )
+        super().__init__(self._memory, linger=linger)
+
+    def __repr__(self) -> str:
+        counts = self._memory.counts()
+        runs = sum(counts.values())
+        detail = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        m = self._memory
+        return (
+            f"<MemoryRelay runs: {runs}{f' ({detail})' if detail else ''}, maxlen={m.maxlen}, "
+            f"ttl={m.ttl:g}, linger={self._linger}, max_runs={m.max_runs}>"
+        )
