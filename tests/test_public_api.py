@@ -11,12 +11,18 @@ EXPECTED_ALL = [
     "BoundedSink",
     "DequeSink",
     "Event",
+    "MemoryRelay",
+    "ProducerLost",
     "Push",
     "QueueSink",
+    "RelayFull",
+    "RemoteError",
     "Sink",
     "SinkStatistics",
     "Stream",
     "StreamError",
+    "StreamGap",
+    "StreamNotFound",
     "StreamOverflow",
     "StreamTimeout",
     "Summary",
@@ -67,3 +73,22 @@ def test_error_tree() -> None:
     import pickle
 
     assert pickle.loads(pickle.dumps(e)).limit == "idle_timeout"
+
+
+def test_relay_errors() -> None:
+    import pickle
+
+    for cls in (
+        callstream.StreamNotFound,
+        callstream.StreamGap,
+        callstream.ProducerLost,
+        callstream.RemoteError,
+        callstream.RelayFull,
+    ):
+        assert issubclass(cls, callstream.StreamError)
+    assert issubclass(callstream.StreamNotFound, KeyError)
+    missing = callstream.StreamNotFound("k" * 22)
+    assert str(missing) == "no published run under key 'kkkkkk…' (never published here, or expired)"
+    assert pickle.loads(pickle.dumps(missing)).key == missing.key
+    remote = pickle.loads(pickle.dumps(callstream.RemoteError("ValueError", "boom")))
+    assert (remote.type, remote.message, str(remote)) == ("ValueError", "boom", "ValueError: boom")

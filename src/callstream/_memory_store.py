@@ -245,16 +245,16 @@ class MemoryStore:
             )
         return position
 
-    def _batch(self, key: str, run: _Run, position: int) -> Batch:
+    def _batch(self, key: str, run: _Run, position: int, limit: int) -> Batch:
         start = position + 1 - run.first
-        events = run.events[start:]
+        events = run.events[start : start + limit]
         outcome = run.outcome if run.outcome is not None and position + len(events) == run.last else None
         return Batch(events, outcome, run.status)
 
     def _ready(self, run: _Run, position: int) -> bool:
         return position < run.last or run.outcome is not None
 
-    def read(self, key: str, after: str | None, wait: float) -> Batch:
+    def read(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         with self._lock:
             run = self._get(key)
             position = self._position(key, run, after)
@@ -262,14 +262,14 @@ class MemoryStore:
                 run.changed.wait(wait)
                 run = self._get(key)
                 position = self._position(key, run, after)
-            return self._batch(key, run, position)
+            return self._batch(key, run, position, limit)
 
-    async def aread(self, key: str, after: str | None, wait: float) -> Batch:
+    async def aread(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         with self._lock:
             run = self._get(key)
             position = self._position(key, run, after)
             if self._ready(run, position) or wait <= 0:
-                return self._batch(key, run, position)
+                return self._batch(key, run, position, limit)
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             run.waiters.append((asyncio.get_running_loop(), fut))
         try:
@@ -278,7 +278,7 @@ class MemoryStore:
             pass
         with self._lock:
             run = self._get(key)
-            return self._batch(key, run, self._position(key, run, after))
+            return self._batch(key, run, self._position(key, run, after), limit)
 
     def status(self, key: str) -> RelayStatus | None:
         with self._lock:

@@ -38,6 +38,8 @@ T = TypeVar("T")
 _READ_SLICE: Final = 0.25
 #: A subscription stops reading while its consumer has this many events unread.
 _MAX_UNREAD: Final = 1024
+#: The most events one read takes from the store.
+_READ_CHUNK: Final = 256
 
 
 def check_key(key: object) -> str:
@@ -361,7 +363,7 @@ class Relay:
         key = check_key(key)
         after = _check_after(after)
         timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-        self._store.read(key, after, 0)  # StreamNotFound, StreamGap: now, not at the first next()
+        self._store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
         return key, after, timeouts
 
     def _follow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
@@ -369,7 +371,7 @@ class Relay:
         store.attach(key)
         try:
             while not core.stopping:
-                batch = store.read(key, after, _READ_SLICE)
+                batch = store.read(key, after, _READ_SLICE, _READ_CHUNK)
                 after = self._deliver(core, batch, after, emit)
                 if batch.outcome is not None:
                     return self._ending(core, batch.outcome)
@@ -384,7 +386,7 @@ class Relay:
         store.attach(key)
         try:
             while not core.stopping:
-                batch = await store.aread(key, after, _READ_SLICE)
+                batch = await store.aread(key, after, _READ_SLICE, _READ_CHUNK)
                 after = self._deliver(core, batch, after, emit)
                 if batch.outcome is not None:
                     return self._ending(core, batch.outcome)

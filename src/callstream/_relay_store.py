@@ -72,14 +72,14 @@ class RelayStore(Protocol):
     def finish(self, key: str, outcome: Outcome) -> bool:
         """Record the attempt's outcome (the first one wins); start its `ttl`."""
 
-    def read(self, key: str, after: str | None, wait: float) -> Batch:
-        """The events after `after` (all kept, for None), waiting up to `wait` s for one.
+    def read(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
+        """Up to `limit` events after `after` (from the first kept, for None), waiting up to `wait` s for one.
 
         Raises `StreamNotFound` (unknown or expired key) or `StreamGap`
         (`after` was trimmed, or never issued).
         """
 
-    async def aread(self, key: str, after: str | None, wait: float) -> Batch:
+    async def aread(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         """`read`, awaiting instead of blocking."""
 
     def status(self, key: str) -> RelayStatus | None:
