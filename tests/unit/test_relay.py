@@ -245,7 +245,7 @@ def test_a_run_timeout_is_its_outcome_and_a_subscription_timeout_only_ends_the_s
     producer = Counter(4, stall_after=2)
     key = published(relay, producer)
     assert producer.stalled.wait(5)
-    events, sub, error = read(relay, key, face, idle_timeout=0.05)
+    events, _, error = read(relay, key, face, idle_timeout=0.05)
     assert texts(events) == ["t0", "t1"] and isinstance(error, StreamTimeout)
     assert relay.status(key) == "running"  # the run goes on
     producer.release.set()
