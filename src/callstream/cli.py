@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from ._relay import MemoryRelay
 from ._runnable import iter_callbacks
 from ._stream import Stream
 from .events import Event
@@ -150,6 +151,38 @@ def _run(title: str, runnable: Any, inputs: Any, out: TextIO, timeout: float, co
     return stream
 
 
+def _resume_round(runnable: Any, inputs: Any, out: TextIO, timeout: float) -> None:
+    """A run published on a relay: the first subscription drops halfway, a second resumes by id."""
+    out.write("\n\033[1m== resumable: the same chain, published; the connection drops halfway ==\033[0m\n")
+    relay = MemoryRelay()
+    key = relay.publish(iter_callbacks(runnable, inputs, timeout=timeout))
+    last_id = ""
+    seen = 0
+    with relay.subscribe(key) as first:
+        for event in first:
+            last_id = event.id
+            if event.kind == "token" and event.text:
+                out.write(event.text)
+                out.flush()
+                seen += 1
+                if seen == 8:
+                    break  # the client's connection drops here; the run goes on
+    out.write(
+        f"\n  \033[33m⇣ connection dropped after event {last_id}; reconnecting with Last-Event-ID: {last_id}\033[0m\n"
+    )
+    with relay.subscribe(key, after=last_id) as second:
+        for token in second.tokens():
+            out.write(token)
+            out.flush()
+    with relay.subscribe(key) as watcher:
+        whole = "".join(watcher.tokens())
+    same = first.text + second.text == whole
+    out.write(
+        f"\n\033[2m[resumed: {'nothing repeated, nothing skipped' if same else 'MISMATCH'} · "
+        f"{len(whole)} characters · run {relay.status(key)}]\033[0m\n"
+    )
+
+
 def _decide(args: argparse.Namespace, out: TextIO, ask: Callable[[str], str]) -> dict[str, Any]:
     """The reviewer's decision: approved, unless `--approve` asks and the answer is not yes."""
     if not args.approve:
@@ -221,6 +254,7 @@ def demo(args: argparse.Namespace, out: TextIO = sys.stdout, ask: Callable[[str]
     chain_model, agent_model, mail_model = _models(args)
     chain = ChatPromptTemplate.from_template("Explain {topic} in three sentences.") | chain_model | StrOutputParser()
     _run("chain: prompt | model | parser", chain, {"topic": "callstream"}, out, args.timeout)
+    _resume_round(chain, {"topic": "callstream"}, out, args.timeout)
     if not have_agents:
         out.write(f"\n{AGENTS_MISSING}\n")
         return 0

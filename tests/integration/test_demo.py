@@ -30,6 +30,9 @@ def test_demo_on_scripted_model_streams_chain_and_agent() -> None:
     assert demo(Args(), out) == 0  # type: ignore[arg-type]
     text = out.getvalue()
     assert ANSWER in text
+    dropped = text.index("⇣ connection dropped after event")
+    assert "reconnecting with Last-Event-ID" in text and "[resumed: nothing repeated, nothing skipped" in text
+    assert text.count(ANSWER[-40:]) == 2 and text.index(ANSWER[-40:], dropped) > dropped  # the rest, after the drop
     assert '→ get_weather({"city": "Paris"})' in text and "← get_weather: 18°C and sunny" in text
     assert "It is 18°C and sunny in Paris" in text
     assert text.count("status completed") == 3 and "first token after" in text
