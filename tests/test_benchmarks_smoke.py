@@ -18,3 +18,14 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
     rows = {r["row"]: r for r in results["transport"]}
     assert rows["from_callback, DequeSink"]["items_per_s"] > 0
     assert "### langchain" in (tmp_path / "latest.md").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_relay_benchmark_quick_run(tmp_path: Path) -> None:
+    from benchmarks.relay import main as relay_main
+
+    assert relay_main(["--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "relay.json").read_text())
+    rows = {r["row"]: r for r in results["throughput"]}
+    assert rows["from_callback (raw events): publish + 10 subscriber(s)"]["events_per_s"] > 0
+    assert len(results["resume"]) == 3

@@ -24,6 +24,9 @@ from .events import Event
 __all__ = ("MemoryStore",)
 
 
+_new = tuple.__new__
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -196,9 +199,10 @@ class MemoryStore:
     def _append(self, run: _Run, events: list[Event]) -> None:
         seq = run.last
         kept = run.events
+        add = kept.append
         for event in events:
             seq += 1
-            kept.append(event._replace(id=str(seq)))
+            add(_new(Event, (*event[:-1], str(seq))))  # event._replace(id=...), at a third of the cost
         excess = len(kept) - self.maxlen
         if excess > 0:
             del kept[:excess]

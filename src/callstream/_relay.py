@@ -106,6 +106,33 @@ def _feed(stats: StreamStats, event: Event) -> None:
         stats.on_tool_end(event.run_id, error=error if isinstance(error, BaseException) else Exception(str(error)))
 
 
+class _Writer:
+    """A published stream's items into the store: one write per batch the face hands over."""
+
+    __slots__ = ("batch", "error", "key", "store", "stream")
+
+    def __init__(self, store: RelayStore, key: str, stream: _BaseStream[Any]) -> None:
+        self.store = store
+        self.key = key
+        self.stream = stream
+        self.batch: list[Event] = []
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.store.cancel_requested(self.key):
+            self.stream.close()  # cancelled between `begin` and the start
+
+    def add(self, item: Any) -> None:
+        self.batch.append(as_event(item))
+        if not self.stream._pending:  # the face's batch is drained: write it
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            self.store.append(self.key, self.batch)
+            self.batch = []
+
+
 class Relay:
     """Publish runs and subscribe to them; the storage is the subclass's.
 
@@ -205,35 +232,33 @@ class Relay:
         return key, attempt
 
     def _pump(self, key: str, stream: Stream[Any]) -> Summary:
-        store = self._store
-        error: BaseException | None = None
+        writer = _Writer(self._store, key, stream)
         try:
             with stream:
-                if store.cancel_requested(key):
-                    stream.close()  # cancelled between begin and here
+                writer.start()
                 for item in stream:
-                    store.append(key, [as_event(item)])
+                    writer.add(item)
+                writer.flush()
         except BaseException as exc:
-            error = exc
+            writer.error = exc
             raise
         finally:
-            self._conclude(key, stream, error)
+            self._conclude(key, stream, writer.error)
         return stream.summary
 
     async def _apump(self, key: str, stream: AsyncStream[Any]) -> Summary:
-        store = self._store
-        error: BaseException | None = None
+        writer = _Writer(self._store, key, stream)
         try:
             async with stream:
-                if store.cancel_requested(key):
-                    stream.close()  # cancelled between begin and here
+                writer.start()
                 async for item in stream:
-                    store.append(key, [as_event(item)])
+                    writer.add(item)
+                writer.flush()
         except BaseException as exc:
-            error = exc
+            writer.error = exc
             raise
         finally:
-            self._conclude(key, stream, error)
+            self._conclude(key, stream, writer.error)
         return stream.summary
 
     def _pump_quietly(self, key: str, stream: Stream[Any]) -> None:
