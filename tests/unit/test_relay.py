@@ -400,10 +400,11 @@ def test_max_runs_and_ttl_bound_what_is_kept() -> None:
 
 def test_a_subscriber_that_stops_reading_neither_slows_the_run_nor_grows_memory() -> None:
     relay = MemoryRelay(maxlen=5000)
-    n = 20_000
-    sub = relay.subscribe(key := published(relay, Counter(n)))
+    producer = Counter(20_000, stall_after=1)
+    sub = relay.subscribe(key := published(relay, producer))
     with sub:
         first = next(iter(sub))  # then stop reading
+        producer.release.set()
         finished(relay, key)  # the run ended without waiting for us
         assert relay.status(key) == "completed"
         assert sub.statistics().buffered <= 2 * 1024
