@@ -58,10 +58,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._astream import AsyncStream
-from ._core import IDLE
 from ._stream import Stream
+from ._web import (
+    IDLE,
+    PING,
+    aencode,
+    aitems,
+    check,
+    default_error_message,
+    encode,
+    items,
+    json_text,
+    logger,
+    safe,
+    utf8,
+)
 from .events import Event
-from .sse import PING, _aencode, _check, _encode, _json_text, _safe, _utf8, default_error_message, logger
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -96,7 +108,7 @@ def openai_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
-class ChunkBuilder:
+class _ChunkBuilder:
     """Builds `chat.completion.chunk` dicts from stream items (sans-I/O).
 
     With `tool_calls=True`, a model's tool calls are held until the stream shows
@@ -147,7 +159,7 @@ class ChunkBuilder:
         if not isinstance(item, Event):
             return []
         if item.kind == "interrupt":
-            self.interrupt = _safe(item.data)
+            self.interrupt = safe(item.data)
             return []
         if item.kind == "token":
             if self.tool_calls:
@@ -213,7 +225,7 @@ class ChunkBuilder:
         same = [c for c in named if _parsed(c.arguments) == args]
         found = (same or named)[0] if named else None
         if found is None:
-            text = args if isinstance(args, str) else json.dumps(_safe(args), ensure_ascii=False)
+            text = args if isinstance(args, str) else json.dumps(safe(args), ensure_ascii=False)
             found = _Call("call_" + event.run_id, event.name, text)
         found.executed = True
         self._running[event.run_id] = found.id
@@ -247,7 +259,7 @@ def _parsed(arguments: str) -> Any:
 
 def _content(output: Any) -> Any:
     content = getattr(output, "content", output)
-    return _safe(content)
+    return safe(content)
 
 
 def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
@@ -262,18 +274,18 @@ def _chunk_object(data: dict[str, Any]) -> ChatCompletionChunk:
     return ChatCompletionChunk.model_validate(data)
 
 
-def _dicts(stream: Stream[Any], builder: ChunkBuilder) -> Iterator[dict[str, Any]]:
+def _dicts(stream: Stream[Any], builder: _ChunkBuilder) -> Iterator[dict[str, Any]]:
     try:
-        for item in stream._items():
+        for item in items(stream, None):
             yield from builder.item(item)
         yield from builder.finish(stream.summary.usage)
     finally:
         stream.close()
 
 
-async def _adicts(stream: AsyncStream[Any], builder: ChunkBuilder) -> AsyncIterator[dict[str, Any]]:
+async def _adicts(stream: AsyncStream[Any], builder: _ChunkBuilder) -> AsyncIterator[dict[str, Any]]:
     try:
-        async for item in stream._items():
+        async for item in aitems(stream, None):
             for chunk in builder.item(item):
                 yield chunk
         for chunk in builder.finish(stream.summary.usage):
@@ -295,10 +307,10 @@ def chunks(
             the ones left for the caller as `delta.tool_calls`.
         include_usage: end with a chunk with empty `choices` and `usage`.
     """
-    _check(stream, Stream, "chunks")
+    check(stream, Stream, "chunks")
     import openai.types.chat  # noqa: F401  (the extra is installed: fail here, not at the first chunk)
 
-    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    builder = _ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
     return (_chunk_object(d) for d in _dicts(stream, builder))
 
 
@@ -306,21 +318,21 @@ def achunks(
     stream: AsyncStream[Any], *, model: str = "callstream", tool_calls: bool = False, include_usage: bool = False
 ) -> AsyncIterator[ChatCompletionChunk]:
     """The async twin of `chunks`."""
-    _check(stream, AsyncStream, "achunks")
+    check(stream, AsyncStream, "achunks")
     import openai.types.chat  # noqa: F401
 
-    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    builder = _ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
     return (_chunk_object(d) async for d in _adicts(stream, builder))
 
 
 def _wire(data: dict[str, Any]) -> bytes:
-    return _utf8("data: " + _json_text(data) + "\n\n")
+    return utf8("data: " + json_text(data) + "\n\n")
 
 
-class WireEncoder:
-    """The OpenAI wire format as a web encoder (see `callstream.sse.Encoder`)."""
+class _WireEncoder:
+    """The OpenAI wire format as a web encoder (the `_web.Frames` interface)."""
 
-    def __init__(self, builder: ChunkBuilder, error_message: Callable[[BaseException], str]) -> None:
+    def __init__(self, builder: _ChunkBuilder, error_message: Callable[[BaseException], str]) -> None:
         self.builder = builder
         self.error_message = error_message
 
@@ -352,9 +364,9 @@ def sse(
     `tool_calls` and `include_usage` as for `chunks`; `heartbeat` and
     `error_message` as for `callstream.sse.sse`.
     """
-    _check(stream, Stream, "sse", heartbeat)
-    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
-    return _encode(stream, WireEncoder(builder, error_message), heartbeat)
+    check(stream, Stream, "sse", heartbeat)
+    builder = _ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    return encode(stream, _WireEncoder(builder, error_message), heartbeat)
 
 
 def asse(
@@ -367,9 +379,9 @@ def asse(
     error_message: Callable[[BaseException], str] = default_error_message,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`."""
-    _check(stream, AsyncStream, "asse", heartbeat)
-    builder = ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
-    return _aencode(stream, WireEncoder(builder, error_message), heartbeat)
+    check(stream, AsyncStream, "asse", heartbeat)
+    builder = _ChunkBuilder(model, tool_calls=tool_calls, include_usage=include_usage)
+    return aencode(stream, _WireEncoder(builder, error_message), heartbeat)
 
 
 def chat_completion(text: str, *, model: str = "callstream", usage: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -39,17 +39,12 @@ the stream is closed and the run stops at its next callback.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
-from typing import Any, Final, Protocol, get_args
+from typing import Any, Final, get_args
 
 from ._astream import AsyncStream
-from ._core import IDLE
 from ._stream import Stream
-from .errors import StreamError
+from ._web import IDLE, PING, aencode, check, default_error_message, encode, format_sse, json_text, logger, safe
 from .events import Event, EventKind
 
 __all__ = (
@@ -59,12 +54,11 @@ __all__ = (
     "Encoder",
     "andjson",
     "asse",
+    "default_error_message",
     "format_sse",
     "ndjson",
     "sse",
 )
-
-logger = logging.getLogger("callstream.sse")
 
 #: Headers for an SSE response: no caching, no proxy buffering (nginx reads
 #: `X-Accel-Buffering`). No `Content-Length` and no hop-by-hop `Connection`.
@@ -82,90 +76,19 @@ NDJSON_HEADERS: Final[Mapping[str, str]] = {
 #: The event kinds sent by default: what a chat UI shows.
 DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom", "interrupt", "preamble"})
 
-# The SSE spec's line terminators, and only those: str.splitlines() also splits
-# on \u2028, \x85, \x1c... and would corrupt a token's text.
-_LINE_SEP: Final = re.compile(r"\r\n|\r|\n")
-
-# A comment line with no blank line after it: a blank line would make
-# httpx-sse and openai's decoders (which keep the last event id) dispatch an
-# empty event; the spec ignores the comment either way.
-PING: Final = b": ping\n"
-
-
-def format_sse(data: str, *, event: str | None = None, id: str | None = None) -> bytes:
-    """Encode one SSE frame. `data` may hold any text; it cannot end the frame early.
-
-    The frame is UTF-8, as the spec requires: a surrogate pair held as two code
-    points is joined, a lone surrogate becomes U+FFFD (JSON callers escape
-    surrogates first).
-    """
-    head = ""
-    event = _LINE_SEP.sub("", event or "")
-    if event:
-        head += "event: " + event + "\n"
-    if id is not None:
-        head += "id: " + _LINE_SEP.sub("", id).replace("\0", "") + "\n"
-    body = "".join("data: " + line + "\n" for line in _LINE_SEP.split(data))
-    return _utf8(head + body + "\n")
-
-
-def _utf8(text: str) -> bytes:
-    """`text` as UTF-8, never failing: surrogate pairs joined, lone surrogates as U+FFFD."""
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # only surrogates fail to encode
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode()
-
-
-# Characters `json.dumps(ensure_ascii=False)` leaves raw that a transport cannot
-# carry: surrogates have no UTF-8 form, and U+2028, U+2029 and U+0085 are line
-# breaks to `str.splitlines()` (httpx's `iter_lines`, which NDJSON readers use).
-# They only ever occur inside JSON strings, where their escape means the same.
-_JSON_UNSAFE: Final = re.compile("[\x85\u2028\u2029\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
-
-
-def _json_text(value: Any) -> str:
-    """`value` as one line of JSON that encodes to UTF-8 and survives any line splitter."""
-    return _JSON_UNSAFE.sub(_escape, json.dumps(value, ensure_ascii=False, allow_nan=False))
+_KINDS: Final = frozenset(get_args(EventKind))
 
 
 def _is_high_surrogate(char: str) -> bool:
     return "\ud800" <= char <= "\udbff"
 
 
-def _safe(value: Any) -> Any:
-    """A JSON-friendly view of callback data (messages become their content).
-
-    Non-finite floats become `null`, as JavaScript's `JSON.stringify` does:
-    `NaN` is no JSON and a browser's `JSON.parse` rejects it.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_safe(v) for v in value]
-    content = getattr(value, "content", None)
-    if content is not None:
-        return _safe(content)
-    return str(value)
-
-
-def default_error_message(exc: BaseException) -> str:
-    """The message a client sees for an error: ours in full, others by type only."""
-    if isinstance(exc, StreamError):
-        return str(exc)
-    return f"the stream failed ({type(exc).__name__})"
-
-
 class Encoder:
     """Turns items into frames; sans-I/O, shared by the sync and async drivers.
+
+    `sse`, `asse`, `ndjson` and `andjson` build one per response; use one
+    directly to write frames to a transport of your own (one encoder per
+    stream: it numbers the event ids).
 
     Args:
         format: `"sse"` (JSON data), `"sse-text"` (token text as raw `data:`
@@ -203,7 +126,7 @@ class Encoder:
         if type(item) is str:
             return ("token", {"text": item}) if item or self.include_empty else None
         if not isinstance(item, Event):
-            return "item", {"data": _safe(item)}
+            return "item", {"data": safe(item)}
         if item.kind not in self.kinds:
             return None
         base: dict[str, Any] = {"name": item.name, "run_id": item.run_id}
@@ -212,8 +135,8 @@ class Encoder:
                 return None
             return "token", {"text": item.text, **base}
         if item.kind == "custom":
-            return "custom", {**base, "data": _safe(item.data)}
-        data = {k: _safe(v) if k != "error" else type(v).__name__ for k, v in item.data.items()}
+            return "custom", {**base, "data": safe(item.data)}
+        data = {k: safe(v) if k != "error" else type(v).__name__ for k, v in item.data.items()}
         return item.kind, {**base, **data}
 
     def frame(self, name: str, payload: dict[str, Any]) -> bytes:
@@ -229,7 +152,7 @@ class Encoder:
     def _frame(self, name: str, payload: dict[str, Any]) -> bytes:
         if self.format == "ndjson":
             self._id += 1
-            return (_json_text({"event": name, **payload}) + "\n").encode()
+            return (json_text({"event": name, **payload}) + "\n").encode()
         if self.format == "sse-text" and name == "token":
             # UTF-8 text: keep a trailing high surrogate until the next token,
             # which may start with its low half (a model that split an emoji).
@@ -242,80 +165,29 @@ class Encoder:
             self._id += 1
             return format_sse(text, event=name, id=str(self._id))
         self._id += 1
-        return format_sse(_json_text(payload), event=name, id=str(self._id))
+        return format_sse(json_text(payload), event=name, id=str(self._id))
 
     def item(self, item: Any) -> bytes | None:
+        """The frame for one stream item, a keep-alive while the stream is idle, or None to skip it."""
         if item is IDLE:
             return self.ping()
         found = self.payload(item)
         return None if found is None else self.frame(*found) or None
 
     def ping(self) -> bytes:
+        """The keep-alive: a `: ping` comment line (NDJSON: an empty line)."""
         return b"\n" if self.format == "ndjson" else PING
 
     def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes:
+        """The final `done` event, with the stream's status (and summary, if asked)."""
         if self.summary:
-            return self.frame("done", {"status": stream.status, "summary": _safe(stream.summary.to_dict())})
+            return self.frame("done", {"status": stream.status, "summary": safe(stream.summary.to_dict())})
         return self.frame("done", {"status": stream.status})
 
     def error(self, exc: BaseException) -> bytes:
+        """The final `error` event for `exc`, with a safe message; the traceback goes to the log."""
         logger.error("stream failed after the response started", exc_info=exc)
         return self.frame("error", {"type": type(exc).__name__, "message": self.error_message(exc)})
-
-
-class _Frames(Protocol):
-    """What the drivers below need from an encoder (SSE, NDJSON, OpenAI wire)."""
-
-    def item(self, item: Any) -> bytes | None: ...
-    def done(self, stream: Stream[Any] | AsyncStream[Any]) -> bytes: ...
-    def error(self, exc: BaseException) -> bytes: ...
-
-
-def _encode(stream: Stream[Any], encoder: _Frames, heartbeat: float | None) -> Iterator[bytes]:
-    try:
-        try:
-            for item in stream._items(heartbeat):
-                frame = encoder.item(item)
-                if frame is not None:
-                    yield frame
-        except Exception as exc:  # the client gets a safe message, the log the traceback
-            yield encoder.error(exc)
-            return
-        yield encoder.done(stream)
-    finally:
-        stream.close()  # a disconnect closes this generator: stop the run
-
-
-async def _aencode(stream: AsyncStream[Any], encoder: _Frames, heartbeat: float | None) -> AsyncIterator[bytes]:
-    try:
-        try:
-            async for item in stream._items(heartbeat):
-                frame = encoder.item(item)
-                if frame is not None:
-                    yield frame
-        except Exception as exc:
-            yield encoder.error(exc)
-            return
-        yield encoder.done(stream)
-    finally:
-        stream.close()
-
-
-_KINDS: Final = frozenset(get_args(EventKind))
-
-
-def _check_heartbeat(heartbeat: float | None) -> None:
-    if heartbeat is not None and (
-        isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not heartbeat > 0
-    ):
-        raise ValueError(f"heartbeat must be a positive number of seconds, or None for none; got {heartbeat!r}")
-
-
-def _check(stream: Any, cls: type, name: str, heartbeat: float | None = None) -> None:
-    _check_heartbeat(heartbeat)
-    if not isinstance(stream, cls):
-        hint = "aiter_callbacks/afrom_callback" if cls is AsyncStream else "iter_callbacks/from_callback"
-        raise TypeError(f"{name}() takes a {cls.__name__} (from {hint}), not {type(stream).__name__}")
 
 
 def sse(
@@ -338,9 +210,9 @@ def sse(
         error_message: what the client is told about a producer error.
         summary: send `stream.summary` in the final `done` event.
     """
-    _check(stream, Stream, "sse", heartbeat)
+    check(stream, Stream, "sse", heartbeat)
     encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
-    return _encode(stream, encoder, heartbeat)
+    return encode(stream, encoder, heartbeat)
 
 
 def asse(
@@ -353,9 +225,9 @@ def asse(
     summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `sse`, for ASGI (FastAPI, Starlette, Django under ASGI)."""
-    _check(stream, AsyncStream, "asse", heartbeat)
+    check(stream, AsyncStream, "asse", heartbeat)
     encoder = Encoder("sse-text" if text else "sse", kinds=kinds, error_message=error_message, summary=summary)
-    return _aencode(stream, encoder, heartbeat)
+    return aencode(stream, encoder, heartbeat)
 
 
 def ndjson(
@@ -370,8 +242,8 @@ def ndjson(
 
     The heartbeat is an empty line, which line-oriented JSON readers skip.
     """
-    _check(stream, Stream, "ndjson", heartbeat)
-    return _encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)
+    check(stream, Stream, "ndjson", heartbeat)
+    return encode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)
 
 
 def andjson(
@@ -383,5 +255,5 @@ def andjson(
     summary: bool = False,
 ) -> AsyncIterator[bytes]:
     """The async twin of `ndjson`."""
-    _check(stream, AsyncStream, "andjson", heartbeat)
-    return _aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)
+    check(stream, AsyncStream, "andjson", heartbeat)
+    return aencode(stream, Encoder("ndjson", kinds=kinds, error_message=error_message, summary=summary), heartbeat)

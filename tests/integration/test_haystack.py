@@ -26,8 +26,9 @@ from httpx_sse._decoders import SSEDecoder
 
 import callstream
 import callstream.openai
+from callstream._web import LINE_SEP as _LINE_SEP
 from callstream.haystack import aiter_run, iter_run
-from callstream.sse import _LINE_SEP, ndjson, sse
+from callstream.sse import ndjson, sse
 from tests.helpers import drain_into
 
 _tags = iter(range(1_000_000))

@@ -27,7 +27,8 @@ from openai.types.chat import ChatCompletionChunk
 
 import callstream
 import callstream.openai
-from callstream.sse import _LINE_SEP, format_sse, ndjson, sse
+from callstream._web import LINE_SEP as _LINE_SEP
+from callstream.sse import format_sse, ndjson, sse
 
 # Text a model may produce: any code point, lone surrogates included, and the awkward cases by name.
 AWKWARD = [

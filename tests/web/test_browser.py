@@ -22,7 +22,8 @@ import pytest
 
 import callstream
 import callstream.openai
-from callstream.sse import _LINE_SEP, ndjson, sse
+from callstream._web import LINE_SEP as _LINE_SEP
+from callstream.sse import ndjson, sse
 from tests.helpers import dump_dom
 
 _rng = random.Random(12)

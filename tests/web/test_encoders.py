@@ -13,7 +13,8 @@ from httpx_sse._decoders import SSEDecoder
 
 import callstream
 import callstream.openai
-from callstream.sse import _LINE_SEP, andjson, asse, ndjson, sse
+from callstream._web import LINE_SEP as _LINE_SEP
+from callstream.sse import andjson, asse, ndjson, sse
 from callstream.testing import ScriptedChatModel, agent_script
 from tests.helpers import Counter
 
