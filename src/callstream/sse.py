@@ -11,8 +11,13 @@ What the frames guarantee (the HTML spec's event-stream format):
 
 - one `event:` name per event kind (`token`, `tool_start`, `tool_end`,
   `tool_error`, `custom`, `interrupt`,
-  `preamble`; others on request), `data:` as one line
-  of JSON, an `id:` per event; newlines are stripped from `event` and `id`;
+  `preamble`, `attempt`; others on request), `data:` as one line
+  of JSON; newlines are stripped from `event` and `id`;
+- an `id:` only on the events of a relay subscription (`relay.subscribe`):
+  the event's position, which a browser's `EventSource` sends back as
+  `Last-Event-ID` when it reconnects, so the app resumes right after it.
+  No other frame carries an `id:` (an `id:` that is not a position would
+  make a reconnect resume at the wrong place);
 - a LangGraph graph that pauses on `interrupt()` sends `event: interrupt`
   with `{"name", "run_id", "interrupts": [{"id", "value", "node", "ns"}, ...],
   "checkpoint_id"}` (the question to show, and the ids to answer with
@@ -74,7 +79,9 @@ NDJSON_HEADERS: Final[Mapping[str, str]] = {
 }
 
 #: The event kinds sent by default: what a chat UI shows.
-DEFAULT_KINDS: Final = frozenset({"token", "tool_start", "tool_end", "tool_error", "custom", "interrupt", "preamble"})
+DEFAULT_KINDS: Final = frozenset(
+    {"token", "tool_start", "tool_end", "tool_error", "custom", "interrupt", "preamble", "attempt"}
+)
 
 _KINDS: Final = frozenset(get_args(EventKind))
 
@@ -88,7 +95,9 @@ class Encoder:
 
     `sse`, `asse`, `ndjson` and `andjson` build one per response; use one
     directly to write frames to a transport of your own (one encoder per
-    stream: it numbers the event ids).
+    stream: it holds back half of a split surrogate pair in text mode).
+    An `Event` read from a relay (its `id` set) is written with that id
+    (`id:` in SSE, an `"id"` member in NDJSON); nothing else carries one.
 
     Args:
         format: `"sse"` (JSON data), `"sse-text"` (token text as raw `data:`
@@ -118,7 +127,6 @@ class Encoder:
         self.error_message = error_message
         self.include_empty = include_empty
         self.summary = summary
-        self._id = 0
         self._held = ""
 
     def payload(self, item: Any) -> tuple[str, dict[str, Any]] | None:
@@ -139,20 +147,22 @@ class Encoder:
         data = {k: safe(v) if k != "error" else type(v).__name__ for k, v in item.data.items()}
         return item.kind, {**base, **data}
 
-    def frame(self, name: str, payload: dict[str, Any]) -> bytes:
-        """One frame (or none: b""), after the text held back from the last token, if any."""
+    def frame(self, name: str, payload: dict[str, Any], id: str | None = None) -> bytes:
+        """One frame (or none: b""), after the text held back from the last token, if any.
+
+        `id`: the event's position in a relay, written as the frame's `id:`.
+        """
         text_token = self.format == "sse-text" and name == "token"
         out = b""
         if self._held and not text_token:  # the pair was never completed: a lone surrogate, U+FFFD
             held, self._held = self._held, ""
-            self._id += 1
-            out = format_sse(held, event="token", id=str(self._id))
-        return out + self._frame(name, payload)
+            out = format_sse(held, event="token")
+        return out + self._frame(name, payload, id or None)
 
-    def _frame(self, name: str, payload: dict[str, Any]) -> bytes:
+    def _frame(self, name: str, payload: dict[str, Any], id: str | None) -> bytes:
         if self.format == "ndjson":
-            self._id += 1
-            return (json_text({"event": name, **payload}) + "\n").encode()
+            head = {"event": name} if id is None else {"event": name, "id": id}
+            return (json_text({**head, **payload}) + "\n").encode()
         if self.format == "sse-text" and name == "token":
             # UTF-8 text: keep a trailing high surrogate until the next token,
             # which may start with its low half (a model that split an emoji).
@@ -161,18 +171,20 @@ class Encoder:
             if text and _is_high_surrogate(text[-1]):
                 self._held, text = text[-1], text[:-1]
             if not text:
-                return b""
-            self._id += 1
-            return format_sse(text, event=name, id=str(self._id))
-        self._id += 1
-        return format_sse(json_text(payload), event=name, id=str(self._id))
+                # Nothing to send now, but a position to keep: an id-only
+                # frame, which a client records without dispatching an event.
+                return f"id: {id}\n\n".encode() if id is not None else b""
+            return format_sse(text, event=name, id=id)
+        return format_sse(json_text(payload), event=name, id=id)
 
     def item(self, item: Any) -> bytes | None:
         """The frame for one stream item, a keep-alive while the stream is idle, or None to skip it."""
         if item is IDLE:
             return self.ping()
         found = self.payload(item)
-        return None if found is None else self.frame(*found) or None
+        if found is None:
+            return None
+        return self.frame(*found, item.id if type(item) is Event else None) or None
 
     def ping(self) -> bytes:
         """The keep-alive: a `: ping` comment line (NDJSON: an empty line)."""

@@ -54,7 +54,21 @@ def test_sse_tokens_then_done(face: str) -> None:
         ("token", {"text": "t2"}),
         ("done", {"status": "completed"}),
     ]
-    assert b"id: 1\n" in raw and b"id: 4\n" in raw
+    assert b"id:" not in raw  # a per-response counter is no position: only relay events carry an id
+
+
+def test_relay_events_carry_their_id_and_nothing_else_does(face: str) -> None:
+    relay = callstream.MemoryRelay()
+    key = relay.reserve()
+    relay.run(callstream.from_callback(Counter(3)), key=key)  # ended: id "1" was issued
+    subscription = relay.subscribe(key, after="1") if face == "sync" else relay.asubscribe(key, after="1")
+    raw = collect(face, (sse if face == "sync" else asse)(subscription))
+    assert raw.count(b"id: ") == 2 and b"id: 2\n" in raw and b"id: 3\n" in raw
+    assert raw.endswith(b'event: done\ndata: {"status": "completed"}\n\n')
+    lines = collect(
+        face, (ndjson if face == "sync" else andjson)(relay.subscribe(key) if face == "sync" else relay.asubscribe(key))
+    )
+    assert [json.loads(line).get("id") for line in lines.splitlines()] == ["1", "2", "3", None]
 
 
 def test_error_event_is_safe_and_ends_cleanly(face: str) -> None:
