@@ -48,6 +48,8 @@ from .events import Event
 
 __all__ = ("RedisStore",)
 
+#: The most events one script appends.
+_APPEND_MAX: Final = 1000
 #: A subscriber not heard from for this long no longer counts as watching (for `linger`).
 _STALE_MS: Final = 5000
 
@@ -130,7 +132,7 @@ if status == 'error' or status == 'lost' then
   redis.call('XDEL', KEYS[2], seq .. '-1')
   local event = cjson.encode({k = 'attempt', d = {attempt = attempt + 1, previous = previous}})
   redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 'e', event)
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[8])
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[8], 'LIMIT', 0)
   redis.call('HSET', KEYS[1], 'seq', seq + 1)
   run_now(attempt + 1)
   return {'ok', attempt + 1}
@@ -148,7 +150,7 @@ for i = 5, #ARGV do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
 end
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4], 'LIMIT', 0)
 redis.call('HSET', KEYS[1], 'seq', seq)
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
@@ -489,11 +491,16 @@ class RedisStore:
         return self.begin_done(key, queued, token, (await self.acall(ops))[0])
 
     def append_ops(self, key: str, events: list[Event]) -> list[tuple[Any, ...]]:
+        """One script per `_APPEND_MAX` events (a script blocks Redis while it runs), in one pipeline."""
         token = self._held.get(key, "")
-        return [self.script("append", key, token, self.maxlen, *[dump_event(e) for e in events])]
+        lines = [dump_event(e) for e in events]
+        return [
+            self.script("append", key, token, self.maxlen, *lines[i : i + _APPEND_MAX])
+            for i in range(0, len(lines), _APPEND_MAX)
+        ]
 
-    def append_done(self, key: str, reply: Any) -> None:
-        if int(reply) == -1:
+    def append_done(self, key: str, replies: list[Any]) -> None:
+        if any(int(reply) == -1 for reply in replies):
             self._held.pop(key, None)
             error = StreamNotFound(key)
             error.add_note(
@@ -505,10 +512,10 @@ class RedisStore:
         # its watcher stops it
 
     def append(self, key: str, events: list[Event]) -> None:
-        self.append_done(key, self.call(self.append_ops(key, events))[0])
+        self.append_done(key, self.call(self.append_ops(key, events)))
 
     async def aappend(self, key: str, events: list[Event]) -> None:
-        self.append_done(key, (await self.acall(self.append_ops(key, events)))[0])
+        self.append_done(key, await self.acall(self.append_ops(key, events)))
 
     def finish_ops(self, key: str, outcome: Outcome) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -714,6 +721,14 @@ class AsyncClients:
         try:
             await loop.create_future()
         finally:
+            # The loop ends (`asyncio.run` cancels every task): the other tasks may still need the
+            # client in their own cleanup (a subscription's detach), so it is closed after them.
+            me = asyncio.current_task()
+            for _ in range(400):
+                if all(task is me or task.done() for task in asyncio.all_tasks(loop)):
+                    break
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.005)
             self.clients.pop(loop, None)
             with contextlib.suppress(Exception):
                 await client.aclose()

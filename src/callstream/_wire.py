@@ -82,7 +82,7 @@ def dump_value(value: Any) -> Any:
         return {TAG: "tuple", "v": [dump_value(v) for v in value]}
     if t is AIMessageChunk:
         fields = {name: getattr(value, name) for name in _CHUNK_FIELDS}
-        return {TAG: "aic", **{k: dump_value(v) for k, v in fields.items() if v}}
+        return {TAG: "aic", **{k: dump_value(v) for k, v in fields.items() if v or k == "content"}}
     if isinstance(value, BaseMessage):
         return {TAG: "msg", "type": value.type, "data": dump_value(value.model_dump())}
     if isinstance(value, BaseException):
