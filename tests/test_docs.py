@@ -16,9 +16,12 @@ EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_docs_example_runs(example: Path) -> None:
+def test_docs_example_runs(example: Path, request: pytest.FixtureRequest) -> None:
+    env = dict(os.environ)
+    if "REDIS_URL" in example.read_text():  # a RedisRelay example: the session's own redis-server
+        env["REDIS_URL"] = request.getfixturevalue("redis_server").url
     proc = subprocess.run(
-        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False, env=env
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
