@@ -13,6 +13,20 @@ from typing import Any
 REDIS_SERVER = shutil.which("redis-server")
 
 
+try:  # Linux: prctl(PR_SET_PDEATHSIG, SIGKILL) in the child, looked up here (the child only calls it)
+    import ctypes
+
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """The server gets SIGKILL when the test process dies, even killed: no server left behind."""
+    if _PRCTL is not None:
+        _PRCTL(1, 9)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +66,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         end = time.monotonic() + 10
         while True:
