@@ -43,7 +43,7 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, name: str, upstream: str) -> None:
+    def __init__(self, name: str, upstream: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.port = free_port()
         cmd = SERVERS[name]
@@ -62,6 +62,7 @@ class AppServer:
             "CALLSTREAM_MAX_BODY": str(MAX_BODY),
             "OPENAI_API_KEY": "test-key",
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: list[str] = []

@@ -123,6 +123,31 @@ def approval_decision(request: HttpRequest, thread: str) -> HttpResponse:
     return _sse_response(request, shared.approval_agent(), resume, config)
 
 
+def _json(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(data), status=status, content_type="application/json")
+
+
+@route("POST")
+def start_run(request: HttpRequest) -> HttpResponse:
+    """Start a run on this process's relay (a worker thread, under WSGI and ASGI alike); answers its key."""
+    meta = request.META
+    body = validation.read_json(meta.get("CONTENT_TYPE"), meta.get("CONTENT_LENGTH"), _reader(request))
+    return _json(shared.start_run(validation.run_request(body)), status=202)
+
+
+@route("GET")
+def run_stream(request: HttpRequest, key: str) -> StreamingHttpResponse:
+    """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
+    last = request.headers.get("Last-Event-ID")
+    body = shared.arun_sse(key, last) if isinstance(request, ASGIRequest) else shared.run_sse(key, last)
+    return StreamingHttpResponse(body, headers=SSE_HEADERS)
+
+
+@route("POST")
+def cancel_run(request: HttpRequest, key: str) -> HttpResponse:
+    return _json(shared.cancel_run(key), status=202)
+
+
 @route("POST")
 def chat_completions(request: HttpRequest) -> HttpResponse:
     meta = request.META
