@@ -9,9 +9,14 @@ is what the unknown-key test checks).
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import logging
+import re
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,10 +24,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from adapters.shared import RedactRunKeys
 from httpx_sse import connect_sse
 
-from adapters.shared import RedactRunKeys
 from callstream.testing import OpenAIServer
+from tests.helpers import dump_dom
 from tests.web.conftest import AppServer
 from tests.web.test_apps import tag
 from tests.web.test_bad_requests import JSON, check_error
@@ -77,8 +83,8 @@ def test_a_run_streams_with_ids_and_resumes_after_any_of_them(app: AppServer) ->
     # a reconnect after any event gets exactly the rest: nothing repeated, nothing skipped
     # (`done` carries no id: httpx-sse, like a browser, reports the last id seen before it)
     for cut in range(len(events) - 1):
-        assert read(app, key, events[cut][1])[:-1] == events[cut + 1 : -1], cut
-        assert read(app, key, events[cut][1])[-1][::2] == events[-1][::2]
+        rest = read(app, key, events[cut][1])
+        assert rest[:-1] == events[cut + 1 : -1] and rest[-1][::2] == events[-1][::2], cut
     assert read(app, key) == events  # a second watcher, from the start
 
 
@@ -197,7 +203,7 @@ def test_run_routes_check_their_input(
     check_error(httpx.request(method, app.url + path, timeout=10, **kw), status, code, param)
 
 
-@pytest.fixture(scope="module", params=["flask-gunicorn-gthread", "fastapi-uvicorn", "django-gunicorn-gthread"])
+@pytest.fixture(scope="module", params=["flask-gunicorn-gthread", "fastapi-uvicorn"])
 def small_app(request: pytest.FixtureRequest, openai_server: OpenAIServer) -> Iterator[AppServer]:
     server = AppServer(str(request.param), openai_server.base_url, env={"CALLSTREAM_MAX_RUNS": "2"}).start()
     yield server
@@ -231,3 +237,76 @@ def test_access_logs_show_a_run_key_shortened() -> None:
     record.args = {"r": f"POST /runs/{key}/cancel HTTP/1.1", "s": 202}
     assert RedactRunKeys().filter(record) and key not in record.getMessage()
     assert quote(key) not in record.getMessage()
+
+
+class DroppingProxy:
+    """A TCP proxy in front of an app that cuts the first `GET /runs/…/stream` connection
+    after `after` token events, as a load balancer or a network change does; it keeps the
+    request head of every stream request (to see the browser's `Last-Event-ID`)."""
+
+    def __init__(self, upstream_port: int, after: int) -> None:
+        self.upstream_port = upstream_port
+        self.after = after
+        self.heads: list[bytes] = []
+        self.dropped = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, name="proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._down, args=(client,), name="proxy-conn", daemon=True).start()
+
+    def _up(self, client: socket.socket, upstream: socket.socket, stream: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if data.startswith(b"GET /runs/"):
+                    self.heads.append(data)
+                    stream.set()
+                upstream.sendall(data)
+
+    def _down(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        stream = threading.Event()
+        threading.Thread(target=self._up, args=(client, upstream, stream), name="proxy-up", daemon=True).start()
+        tokens = 0
+        with contextlib.suppress(OSError), client, upstream:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+                if stream.is_set() and not self.dropped.is_set():
+                    tokens += data.count(b"event: token")
+                    if tokens >= self.after:  # mid-answer: the connection is gone
+                        self.dropped.set()
+                        client.shutdown(socket.SHUT_RDWR)
+                        return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("app", ["fastapi-uvicorn", "flask-gunicorn-gthread"], indirect=True)
+def test_the_page_reconnects_by_itself_and_shows_the_answer_once_in_headless_chromium(
+    app: AppServer, tmp_path: Any
+) -> None:
+    proxy = DroppingProxy(app.port, after=5)
+    try:
+        dom, stderr = dump_dom(
+            proxy.url + "/?autorun=1&agent=chain&q=" + quote("[[tokens=40,delay_ms=20]] hi"), tmp_path
+        )
+    finally:
+        proxy.close()
+    assert "done: completed" in dom, stderr[-2000:] + dom[-2000:]
+    assert proxy.dropped.is_set() and 'data-resumes="1"' in dom
+    first, second = proxy.heads  # the browser's own EventSource reconnected, with the last id it got
+    assert b"last-event-id" not in first.lower()
+    resumed_after = re.search(rb"(?im)^last-event-id: *(\d+)\r$", second)
+    assert resumed_after is not None and int(resumed_after.group(1)) >= 5
+    found = re.search(r'<div id="out" data-key="([^"]+)">(.*?)</div>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    shown = html.unescape(re.sub(r"<[^>]+>", "", found.group(2)))
+    assert shown == text_of(read(app, found.group(1)))  # the whole answer, exactly once
+    assert shown.count(" ") >= 39
