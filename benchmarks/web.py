@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from tests.web.conftest import SERVERS, AppServer
 
-from benchmarks.__main__ import table
+from benchmarks.harness import table
 from callstream.testing import OpenAIServer
 
 
