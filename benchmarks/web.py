@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tests.web.conftest import SERVERS, AppServer
+from tests.web.servers import SERVERS, AppServer
 
 from benchmarks.harness import table
 from callstream.testing import OpenAIServer
