@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tests.web.conftest import SERVERS, AppServer
+from tests.web.servers import SERVERS, AppServer
 
-from benchmarks.__main__ import table
+from benchmarks.harness import table
 from callstream.testing import OpenAIServer
 
 

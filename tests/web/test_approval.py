@@ -12,7 +12,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.helpers import dump_dom
-from tests.web.conftest import MAX_BODY, AppServer
+from tests.web.servers import MAX_BODY, AppServer
 from tests.web.test_bad_requests import JSON, check_error
 
 _threads = itertools.count()

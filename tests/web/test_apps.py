@@ -19,7 +19,7 @@ from httpx_sse import connect_sse
 
 from callstream.testing import OpenAIServer
 from tests.helpers import dump_dom
-from tests.web.conftest import AppServer
+from tests.web.servers import AppServer
 
 _tags = itertools.count()
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from callstream.testing import OpenAIServer
-from tests.web.conftest import MAX_BODY, AppServer
+from tests.web.servers import MAX_BODY, AppServer
 from tests.web.test_apps import tag
 
 CHAT = "/v1/chat/completions"

@@ -29,7 +29,7 @@ from httpx_sse import connect_sse
 
 from callstream.testing import OpenAIServer
 from tests.helpers import dump_dom
-from tests.web.conftest import AppServer
+from tests.web.servers import AppServer
 from tests.web.test_apps import tag
 from tests.web.test_bad_requests import JSON, check_error
 
