@@ -15,15 +15,19 @@ The `/runs` routes publish a run on a relay and let any number of clients read i
 from any position: `POST /runs` starts one and returns its key, `GET
 /runs/{key}/stream` streams it (resuming after the `Last-Event-ID` a browser's
 `EventSource` sends when it reconnects), `POST /runs/{key}/cancel` stops it.
-The relay here is a `callstream.MemoryRelay`: it serves one process, so under
-several worker processes (gunicorn `-w 4`) a key is known only to the worker
-that started the run; `callstream.redis.RedisRelay` shares runs across them.
+By default the relay is a `callstream.MemoryRelay`: it serves one process, so
+under several worker processes (gunicorn `-w 4`) a key is known only to the
+worker that started the run. Set `CALLSTREAM_REDIS_URL` (`redis://host:6379/0`)
+for a `callstream.redis.RedisRelay`, shared by every process and machine, and
+`CALLSTREAM_CELERY=1` as well to run the runs in a Celery worker
+(`adapters/celery/worker.py`) instead of the web process.
 
 What a request must look like, and the errors, are in `validation.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -298,13 +302,26 @@ RUN_TTL = float(os.environ.get("CALLSTREAM_RUN_TTL", "3600"))
 RECONNECT_MS = int(os.environ.get("CALLSTREAM_RECONNECT_MS", "1000"))
 
 
+REDIS_URL = os.environ.get("CALLSTREAM_REDIS_URL")
+#: `POST /runs` enqueues a Celery task (`adapters/celery/worker.py`) rather than running here
+CELERY = os.environ.get("CALLSTREAM_CELERY", "") not in ("", "0")
+LEASE = float(os.environ.get("CALLSTREAM_LEASE", "3"))
+
+
 @cache
-def relay() -> callstream.MemoryRelay:
+def relay() -> Any:
     """This process's relay: the runs of `/runs`, kept `RUN_TTL` seconds after they end.
 
-    A run goes on when its client leaves (`linger=None`), so a reconnect resumes it;
-    `POST /runs/{key}/cancel` stops it.
+    A `MemoryRelay` (this process only), or a `RedisRelay` on `CALLSTREAM_REDIS_URL`
+    (every process). A run goes on when its client leaves (`linger=None`), so a
+    reconnect resumes it; `POST /runs/{key}/cancel` stops it.
     """
+    if REDIS_URL:
+        from callstream.redis import RedisRelay
+
+        return RedisRelay(REDIS_URL, max_runs=MAX_RUNS, ttl=RUN_TTL, lease=LEASE)
+    if CELERY:
+        raise RuntimeError("CALLSTREAM_CELERY needs CALLSTREAM_REDIS_URL: the worker publishes on Redis")
     return callstream.MemoryRelay(max_runs=MAX_RUNS, ttl=RUN_TTL)
 
 
@@ -319,7 +336,7 @@ def authorize(key: str, action: str) -> None:
     """
 
 
-def _run_input(req: validation.RunRequest) -> tuple[Runnable[Any, Any], Any, Any]:
+def run_input(req: validation.RunRequest) -> tuple[Runnable[Any, Any], Any, Any]:
     """The runnable, its input and its config for a `POST /runs` body."""
     if req.agent == "chain":
         return chain(), chain_input(req.q), None
@@ -346,18 +363,31 @@ def _too_many(exc: callstream.RelayFull) -> ApiError:
 
 
 def start_run(req: validation.RunRequest) -> dict[str, Any]:
-    """`POST /runs`: publish the run (it goes on in a worker thread) and return its key (429 when full)."""
-    runnable, inputs, config = _run_input(req)
+    """`POST /runs`: publish the run (it goes on in a worker thread) and return its key (429 when full).
+
+    With `CALLSTREAM_CELERY`: reserve the key, hand it to a Celery worker, return at once
+    (the run is `queued` until a worker starts it; its subscribers wait for it).
+    """
     try:
-        key = relay().publish(callstream.iter_callbacks(runnable, inputs, config))
+        if CELERY:
+            from adapters.celery.worker import enqueue
+
+            key = relay().reserve()
+            enqueue(key, req)
+        else:
+            runnable, inputs, config = run_input(req)
+            key = relay().publish(callstream.iter_callbacks(runnable, inputs, config))
     except callstream.RelayFull as exc:
         raise _too_many(exc) from None
     return _started(key)
 
 
 async def astart_run(req: validation.RunRequest) -> dict[str, Any]:
-    """The async twin of `start_run`: the run is a task on the server's event loop."""
-    runnable, inputs, config = _run_input(req)
+    """The async twin of `start_run`: the run is a task on the server's event loop
+    (with `CALLSTREAM_CELERY`, the enqueue runs in a thread: Celery's client blocks)."""
+    if CELERY:
+        return await asyncio.to_thread(start_run, req)
+    runnable, inputs, config = run_input(req)
     try:
         key = await relay().apublish(callstream.aiter_callbacks(runnable, inputs, config))
     except callstream.RelayFull as exc:
@@ -366,6 +396,8 @@ async def astart_run(req: validation.RunRequest) -> dict[str, Any]:
 
 
 def _unknown_run(key: str) -> ApiError:
+    if REDIS_URL:
+        return ApiError(404, f"No run {short_key(key)!r}: never started, or expired.", code="run_not_found")
     return ApiError(
         404,
         f"No run {short_key(key)!r} in this process. Runs are kept in the memory of the worker process "

@@ -159,7 +159,7 @@ async def run_stream(request: Request, key: str) -> Response:
 
 
 @app.post("/runs/{key}/cancel")
-async def cancel_run(key: str) -> Response:
+def cancel_run(key: str) -> Response:  # sync: a RedisRelay's cancel is a blocking call, run in the thread pool
     return Response(json.dumps(shared.cancel_run(key)), status_code=202, media_type="application/json")
 
 
