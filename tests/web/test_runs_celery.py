@@ -7,6 +7,7 @@ server and publishes it on Redis; either app process serves its stream.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -27,6 +28,9 @@ from tests.web.test_apps import tag
 from tests.web.test_runs import frames, read, start, text_of
 
 LEASE = 1.0
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("callstream.redis") is None, reason="callstream.redis has not landed yet"
+)
 
 
 def stack_env(redis_url: str, openai_server: OpenAIServer) -> dict[str, str]:
