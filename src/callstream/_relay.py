@@ -40,6 +40,8 @@ _READ_SLICE: Final = 0.25
 _MAX_UNREAD: Final = 1024
 #: The most events one read takes from the store.
 _READ_CHUNK: Final = 256
+#: A subscription's sink: the reader thread appends, the consumer pops (lock-free while both run).
+_SINK = "deque"
 
 
 def check_key(key: object) -> str:
@@ -352,7 +354,7 @@ class Relay:
         def follow(emit: Callable[[Any], None]) -> Any:
             return self._follow(core, key, after, emit)
 
-        core = _Core(follow, "queue", timeouts)
+        core = _Core(follow, _SINK, timeouts)
         return Stream(core)
 
     def asubscribe(
@@ -374,7 +376,7 @@ class Relay:
         async def afollow(emit: Callable[[Any], None]) -> Any:
             return await self._afollow(core, key, after, emit)
 
-        core = _Core(follow, "queue", timeouts, aproducer=afollow)
+        core = _Core(follow, _SINK, timeouts, aproducer=afollow)
         return AsyncStream(core)
 
     def _check_subscription(
