@@ -14,7 +14,6 @@ What a request must look like, and the errors, are in `validation.py`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -34,7 +33,6 @@ import callstream
 import callstream.openai
 from adapters import validation
 from adapters.validation import ApiError, ChatRequest
-from callstream.sse import format_sse
 from callstream.testing import ScriptedChatModel, agent_script
 
 logger = logging.getLogger("adapters")
@@ -182,21 +180,6 @@ async def atracked(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         aclose = getattr(body, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-def native_sse(q: str) -> Iterator[bytes]:
-    """The baseline the benchmarks compare with: the chain's own `stream()`, framed
-    as SSE by hand (no callstream: no cancellation, no heartbeat, no error event)."""
-    for text in chain().stream(chain_input(q)):
-        yield format_sse(json.dumps({"text": text}), event="token")
-    yield format_sse('{"status": "completed"}', event="done")
-
-
-async def anative_sse(q: str) -> AsyncIterator[bytes]:
-    """The async baseline: the chain's own `astream()`."""
-    async for text in chain().astream(chain_input(q)):
-        yield format_sse(json.dumps({"text": text}), event="token")
-    yield format_sse('{"status": "completed"}', event="done")
 
 
 def health() -> dict[str, Any]:

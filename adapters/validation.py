@@ -81,7 +81,7 @@ def server_error() -> ApiError:
 
 ROUTES = (
     "GET /, GET /stream?q=, GET /agent?q=, GET /approval?q=&thread=, POST /approval/{thread}/decision, "
-    "GET /native?q=, GET /health, POST /v1/chat/completions"
+    "GET /health, POST /v1/chat/completions"
 )
 
 # -- the body: content type, size, JSON -------------------------------------------------
