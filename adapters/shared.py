@@ -209,21 +209,6 @@ async def atracked(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await aclose()
 
 
-def native_sse(q: str) -> Iterator[bytes]:
-    """The baseline the benchmarks compare with: the chain's own `stream()`, framed
-    as SSE by hand (no callstream: no cancellation, no heartbeat, no error event)."""
-    for text in chain().stream(chain_input(q)):
-        yield format_sse(json.dumps({"text": text}), event="token")
-    yield format_sse('{"status": "completed"}', event="done")
-
-
-async def anative_sse(q: str) -> AsyncIterator[bytes]:
-    """The async baseline: the chain's own `astream()`."""
-    async for text in chain().astream(chain_input(q)):
-        yield format_sse(json.dumps({"text": text}), event="token")
-    yield format_sse('{"status": "completed"}', event="done")
-
-
 def health() -> dict[str, Any]:
     workers = sum(1 for t in threading.enumerate() if t.name.startswith("callstream-"))
     return {

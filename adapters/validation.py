@@ -82,7 +82,7 @@ def server_error() -> ApiError:
 
 ROUTES = (
     "GET /, GET /stream?q=, GET /agent?q=, GET /approval?q=&thread=, POST /approval/{thread}/decision, "
-    "GET /native?q=, GET /health, POST /v1/chat/completions, POST /runs, GET /runs/{key}/stream, "
+    "GET /health, POST /v1/chat/completions, POST /runs, GET /runs/{key}/stream, "
     "POST /runs/{key}/cancel"
 )
 

@@ -1,4 +1,9 @@
-"""Section `langchain`: tokens/s of one unpaced stream, callstream against native streaming and the peers."""
+"""Section `langchain`: tokens/s of one unpaced stream, callstream against native streaming and the peers.
+
+One stream of `n` tokens (10,000 in `make bench`) from a model with no pacing:
+the cost per token of each way to get them. `vs_native` compares with
+`model.stream()`; the async rows also with `model.astream()` (`vs_native_astream`).
+"""
 
 from __future__ import annotations
 
@@ -76,30 +81,56 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
 
         asyncio.run(go())
 
-    def aiter_ours() -> None:
+    def native_async() -> None:
         async def go() -> None:
-            async for _ in callstream.aiter_callbacks(model, "hi", sink="deque").tokens():
+            async for _ in model.astream("hi"):
+                pass
+
+        asyncio.run(go())
+
+    def aiter_ours(sink: SinkName) -> Callable[[], None]:
+        def run() -> None:
+            async def go() -> None:
+                async for _ in callstream.aiter_callbacks(model, "hi", sink=sink).tokens():
+                    pass
+
+            asyncio.run(go())
+
+        return run
+
+    def astream_events_model() -> None:
+        async def go() -> None:
+            async for _ in model.astream_events("hi", version="v2"):
                 pass
 
         asyncio.run(go())
 
     base = median_time(native, repeats)
     rows: Rows = [{"row": "native model.stream()", "tokens_per_s": n / base, "vs_native": 1.0}]
-    cases: list[tuple[str, Callable[[], None]]] = [
-        ("iter_callbacks, QueueSink", ours("queue")),
-        ("iter_callbacks, DequeSink", ours("deque")),
-        ("iter_callbacks, BoundedSink", ours("bounded")),
-        ("native chain.stream() on prompt | model | parser", native_chain),
-        ("iter_callbacks on prompt | model | parser, DequeSink", ours_chain),
-        ("Queue + Thread + q.get(timeout=1) recipe", recipe),
-        ("astream_events(v2) on prompt | model | parser", astream_events_chain),
-        ('LangGraph stream_mode="messages", one node', langgraph_messages),
-        ("AsyncIteratorCallbackHandler (langchain-classic)", async_iterator_handler),
-        ("aiter_callbacks, DequeSink", aiter_ours),
+    # (row, run, async): the async rows are also compared with native astream()
+    cases: list[tuple[str, Callable[[], None], bool]] = [
+        ("iter_callbacks, QueueSink", ours("queue"), False),
+        ("iter_callbacks, DequeSink", ours("deque"), False),
+        ("iter_callbacks, BoundedSink", ours("bounded"), False),
+        ("Queue + Thread + q.get(timeout=1) recipe", recipe, False),
+        ("native chain.stream() on prompt | model | parser", native_chain, False),
+        ("iter_callbacks on prompt | model | parser, DequeSink", ours_chain, False),
+        ('LangGraph stream_mode="messages", one node', langgraph_messages, False),
+        ("native model.astream()", native_async, True),
+        ("aiter_callbacks, QueueSink", aiter_ours("queue"), True),
+        ("aiter_callbacks, DequeSink", aiter_ours("deque"), True),
+        ("astream_events(v2) on the model", astream_events_model, True),
+        ("astream_events(v2) on prompt | model | parser", astream_events_chain, True),
+        ("AsyncIteratorCallbackHandler (langchain-classic)", async_iterator_handler, True),
     ]
-    for name, fn in cases:
+    abase = None
+    for name, fn, is_async in cases:
         t = median_time(fn, repeats)
-        rows.append({"row": name, "tokens_per_s": n / t, "vs_native": base / t})
+        row = {"row": name, "tokens_per_s": n / t, "vs_native": base / t}
+        if is_async:
+            abase = t if abase is None else abase
+            row["vs_native_astream"] = abase / t
+        rows.append(row)
     per = {r["row"]: r for r in rows}
     for sink in ("QueueSink", "DequeSink", "BoundedSink"):
         r = per[f"iter_callbacks, {sink}"]

@@ -87,11 +87,6 @@ async def stream(request: Request, q: str = "") -> Response:
     return _sse(request, body)
 
 
-@app.api_route("/native", methods=GET)
-async def native(request: Request, q: str = "") -> Response:
-    return _sse(request, lambda: shared.anative_sse(q))
-
-
 @app.api_route("/agent", methods=GET)
 async def agent(request: Request, q: str = "") -> Response:
     def body() -> AsyncIterator[bytes]:

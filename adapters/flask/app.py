@@ -65,11 +65,6 @@ def stream() -> Response:
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
 
 
-@app.get("/native")
-def native() -> Response:
-    return Response(shared.native_sse(request.args.get("q", "")), headers=SSE_HEADERS)
-
-
 @app.get("/agent")
 def agent() -> Response:
     events = callstream.iter_callbacks(shared.agent(), shared.agent_input(request.args.get("q", "")))

@@ -207,7 +207,7 @@ def test_chunked_body_within_the_limit_is_read(http: httpx.Client) -> None:
     assert response.json()["choices"][0]["message"]["content"] == "".join(f"w{i} " for i in range(20))
 
 
-ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", "/native": "GET", CHAT: "POST"}
+ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", CHAT: "POST"}
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,6 @@ ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", "/nat
         ("POST", "/agent"),
         ("PUT", "/health"),
         ("POST", "/"),
-        ("DELETE", "/native"),
         ("PATCH", "/stream"),
     ],
 )
@@ -237,7 +236,7 @@ def test_unknown_route_is_404(http: httpx.Client, path: str) -> None:
     check_error(http.post(path, content=b"{}", headers=JSON), 404, "not_found")
 
 
-@pytest.mark.parametrize("path", ["/stream", "/agent", "/native", "/", "/health"])
+@pytest.mark.parametrize("path", ["/stream", "/agent", "/", "/health"])
 def test_head_is_not_an_error(http: httpx.Client, openai_server: OpenAIServer, path: str) -> None:
     t = tag()
     response = http.head(path + "?q=" + quote(f"[[tag={t}]]"))

@@ -7,7 +7,6 @@ urlpatterns = [
     path("health", views.health),
     path("stream", views.stream),
     path("agent", views.agent),
-    path("native", views.native),
     path("approval", views.approval),
     path("approval/<str:thread>/decision", views.approval_decision),
     path("v1/chat/completions", views.chat_completions),

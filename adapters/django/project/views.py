@@ -82,13 +82,6 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @route("GET")
-def native(request: HttpRequest) -> StreamingHttpResponse:
-    q = request.GET.get("q", "")
-    body = shared.anative_sse(q) if isinstance(request, ASGIRequest) else shared.native_sse(q)
-    return StreamingHttpResponse(body, headers=SSE_HEADERS)
-
-
-@route("GET")
 def agent(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
 
