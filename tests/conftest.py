@@ -71,3 +71,49 @@ def openai_server() -> Iterator[Any]:
     server = OpenAIServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A redis-server of the session's own (`tests/redis_server.py`); skips when it is not installed."""
+    from tests.redis_server import REDIS_SERVER, RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; `.ci/run` installs it)")
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+RELAYS = ["memory", "redis"]
+
+
+@pytest.fixture(params=RELAYS)
+def relay_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_relay(relay_kind: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """`make_relay(**options)`: a `MemoryRelay`, or a `RedisRelay` on the session's redis-server
+    under a prefix of its own (lease 1 s unless given)."""
+    made: list[Any] = []
+
+    def make(**kw: Any) -> Any:
+        if relay_kind == "memory":
+            import callstream
+
+            return callstream.MemoryRelay(**kw)
+        import uuid
+
+        from callstream.redis import RedisRelay
+
+        server = request.getfixturevalue("redis_server")
+        kw.setdefault("lease", 1.0)
+        relay = RedisRelay(server.url, prefix=f"t-{uuid.uuid4().hex[:10]}", **kw)
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        relay.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from ._relay_store import ENDED, RETRYABLE, Batch, Outcome, RelayStatus
+from ._relay_store import ENDED, RETRYABLE, Batch, LocalStore, Outcome, RelayStatus
 from .errors import ProducerLost, RelayFull, StreamGap, StreamNotFound, short_key
 from .events import Event
 
@@ -68,7 +68,7 @@ class _Run:
         return self.first + len(self.events) - 1
 
 
-class MemoryStore:
+class MemoryStore(LocalStore):
     """Runs and events in a dict, under one lock."""
 
     def __init__(

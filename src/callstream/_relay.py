@@ -124,15 +124,24 @@ class _Writer:
         if self.store.cancel_requested(self.key):
             self.stream.close()  # cancelled between `begin` and the start
 
-    def add(self, item: Any) -> None:
+    async def astart(self) -> None:
+        if await self.store.acancel_requested(self.key):
+            self.stream.close()
+
+    def add(self, item: Any) -> bool:
+        """Keep the item; True when the face's batch is drained: time to write."""
         self.batch.append(as_event(item))
-        if not self.stream._pending:  # the face's batch is drained: write it
-            self.flush()
+        return not self.stream._pending
 
     def flush(self) -> None:
         if self.batch:
-            self.store.append(self.key, self.batch)
-            self.batch = []
+            batch, self.batch = self.batch, []
+            self.store.append(self.key, batch)
+
+    async def aflush(self) -> None:
+        if self.batch:
+            batch, self.batch = self.batch, []
+            await self.store.aappend(self.key, batch)
 
 
 class Relay:
@@ -157,8 +166,16 @@ class Relay:
         Subscribers may subscribe at once: they wait for its events. A reserved
         key that no run takes within `queue_timeout` ends "lost".
         """
+        self._store.need("sync", "reserve")
         key = secrets.token_urlsafe(16) if key is None else check_key(key)
         self._store.begin(key, queued=True)
+        return key
+
+    async def areserve(self, key: str | None = None) -> str:
+        """`reserve`, awaited (the async face)."""
+        self._store.need("async", "areserve")
+        key = secrets.token_urlsafe(16) if key is None else check_key(key)
+        await self._store.abegin(key, queued=True)
         return key
 
     def publish(self, stream: Stream[Any], *, key: str | None = None) -> str:
@@ -170,7 +187,8 @@ class Relay:
             RelayFull: `max_runs` runs are kept already.
         """
         self._check_stream(stream, Stream, "publish", "apublish")
-        key, attempt = self._begin(stream, key)
+        key = self._key(key)
+        attempt = self._started(stream, key, self._store.begin(key, queued=False))
         if attempt:
             threading.Thread(
                 target=self._pump_quietly, args=(key, stream), name=f"callstream-relay-{key[:6]}", daemon=True
@@ -190,7 +208,8 @@ class Relay:
                 or "lost" (a retry: a new attempt under the same key).
         """
         self._check_stream(stream, Stream, "run", "arun")
-        key, attempt = self._begin(stream, key)
+        key = self._key(key)
+        attempt = self._started(stream, key, self._store.begin(key, queued=False))
         if not attempt:
             return stream.summary
         return self._pump(key, stream)
@@ -198,7 +217,8 @@ class Relay:
     async def apublish(self, stream: AsyncStream[Any], *, key: str | None = None) -> str:
         """`publish` for an `AsyncStream`: the run is a task on the running loop."""
         self._check_stream(stream, AsyncStream, "apublish", "publish")
-        key, attempt = self._begin(stream, key)
+        key = self._key(key)
+        attempt = self._started(stream, key, await self._store.abegin(key, queued=False))
         if attempt:
             task = asyncio.get_running_loop().create_task(self._apump_quietly(key, stream))
             self._tasks.add(task)
@@ -208,13 +228,14 @@ class Relay:
     async def arun(self, stream: AsyncStream[Any], *, key: str | None = None) -> Summary:
         """`run` for an `AsyncStream`, awaited on the running loop."""
         self._check_stream(stream, AsyncStream, "arun", "run")
-        key, attempt = self._begin(stream, key)
+        key = self._key(key)
+        attempt = self._started(stream, key, await self._store.abegin(key, queued=False))
         if not attempt:
             return stream.summary
         return await self._apump(key, stream)
 
-    @staticmethod
-    def _check_stream(stream: object, face: type[Any], name: str, twin: str) -> None:
+    def _check_stream(self, stream: object, face: type[Any], name: str, twin: str) -> None:
+        self._store.need("sync" if face is Stream else "async", name)
         if not isinstance(stream, face):
             other = "an AsyncStream" if face is Stream else "a sync Stream"
             hint = f" ({other} takes relay.{twin}())" if isinstance(stream, _BaseStream) else ""
@@ -222,45 +243,54 @@ class Relay:
         if stream._core.state is not _State.NEW:
             raise ValueError(f"relay.{name}() takes an unstarted stream: this one was entered or iterated already")
 
-    def _begin(self, stream: _BaseStream[Any], key: str | None) -> tuple[str, int]:
-        key = secrets.token_urlsafe(16) if key is None else check_key(key)
-        attempt = self._store.begin(key, queued=False)
-        if not attempt:  # reserved, then cancelled before its start: the model never runs
+    @staticmethod
+    def _key(key: str | None) -> str:
+        return secrets.token_urlsafe(16) if key is None else check_key(key)
+
+    def _started(self, stream: _BaseStream[Any], key: str, attempt: int) -> int:
+        """The store began the run (`attempt`; 0: reserved, then cancelled before its start)."""
+        if not attempt:  # the model never runs
             stream.close()
-            return key, 0
+            return 0
         self._local[key] = stream
         if self._linger is not None:
             self._schedule_linger(key, self._linger)
-        return key, attempt
+        return attempt
 
     def _pump(self, key: str, stream: Stream[Any]) -> Summary:
         writer = _Writer(self._store, key, stream)
-        try:
-            with stream:
-                writer.start()
-                for item in stream:
-                    writer.add(item)
-                writer.flush()
-        except BaseException as exc:
-            writer.error = exc
-            raise
-        finally:
-            self._conclude(key, stream, writer.error)
+        with self._store.hold(key, stream.close):
+            try:
+                with stream:
+                    writer.start()
+                    for item in stream:
+                        if writer.add(item):
+                            writer.flush()
+                    writer.flush()
+            except BaseException as exc:
+                writer.error = exc
+                raise
+            finally:
+                self._local.pop(key, None)
+                self._store.finish(key, self._outcome(stream, writer.error))
         return stream.summary
 
     async def _apump(self, key: str, stream: AsyncStream[Any]) -> Summary:
         writer = _Writer(self._store, key, stream)
-        try:
-            async with stream:
-                writer.start()
-                async for item in stream:
-                    writer.add(item)
-                writer.flush()
-        except BaseException as exc:
-            writer.error = exc
-            raise
-        finally:
-            self._conclude(key, stream, writer.error)
+        async with self._store.ahold(key, stream.close):
+            try:
+                async with stream:
+                    await writer.astart()
+                    async for item in stream:
+                        if writer.add(item):
+                            await writer.aflush()
+                    await writer.aflush()
+            except BaseException as exc:
+                writer.error = exc
+                raise
+            finally:
+                self._local.pop(key, None)
+                await self._store.afinish(key, self._outcome(stream, writer.error))
         return stream.summary
 
     def _pump_quietly(self, key: str, stream: Stream[Any]) -> None:
@@ -275,17 +305,15 @@ class Relay:
         except BaseException:
             pass
 
-    def _conclude(self, key: str, stream: _BaseStream[Any], error: BaseException | None) -> None:
-        self._local.pop(key, None)
+    @staticmethod
+    def _outcome(stream: _BaseStream[Any], error: BaseException | None) -> Outcome:
+        """How the attempt ended, from its stream."""
         status = stream.status
         if error is not None:
-            status = "timeout" if status == "timeout" else "error"
-            outcome = Outcome(status, error=error)
-        elif status in ("completed", "interrupted"):
-            outcome = Outcome(status, output=stream._core.value)
-        else:
-            outcome = Outcome("cancelled")
-        self._store.finish(key, Outcome(outcome.status, outcome.output, outcome.error, stream.summary))
+            return Outcome("timeout" if status == "timeout" else "error", error=error, summary=stream.summary)
+        if status in ("completed", "interrupted"):
+            return Outcome(status, output=stream._core.value, summary=stream.summary)
+        return Outcome("cancelled", summary=stream.summary)
 
     # -- cancelling, status -------------------------------------------------------------
 
@@ -295,7 +323,17 @@ class Relay:
         Raises:
             StreamNotFound: no run under this key (never published, or expired).
         """
+        self._store.need("sync", "cancel")
         self._store.request_cancel(check_key(key))
+        self._close_local(key)
+
+    async def acancel(self, key: str) -> None:
+        """`cancel`, awaited (the async face)."""
+        self._store.need("async", "acancel")
+        await self._store.arequest_cancel(check_key(key))
+        self._close_local(key)
+
+    def _close_local(self, key: str) -> None:
         stream = self._local.get(key)
         if stream is not None:
             stream.close()
@@ -303,26 +341,57 @@ class Relay:
     def status(self, key: str) -> RelayStatus | None:
         """`"queued"`, `"running"`, `"completed"`, `"interrupted"`, `"error"`, `"timeout"`,
         `"cancelled"`, `"lost"`, or None for an unknown or expired key."""
+        self._store.need("sync", "status")
         return self._store.status(check_key(key))
 
-    def _schedule_linger(self, key: str, delay: float) -> None:
-        timer = threading.Timer(delay, self._linger_check, args=(key,))
-        timer.daemon = True
-        timer.start()
+    async def astatus(self, key: str) -> RelayStatus | None:
+        """`status`, awaited (the async face)."""
+        self._store.need("async", "astatus")
+        return await self._store.astatus(check_key(key))
 
-    def _linger_check(self, key: str) -> None:
+    def _schedule_linger(self, key: str, delay: float) -> None:
+        if "sync" in self._store.faces:
+            timer = threading.Timer(delay, self._linger_check, args=(key,))
+            timer.daemon = True
+            timer.start()
+        else:  # an asyncio client only: the check is a task on this loop
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay, self._spawn, self._alinger_check(key))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _linger_next(self, key: str, idle: float | None) -> float | None:
+        """After an idle check: the delay of the next one, 0 to cancel now, None to stop checking."""
         linger = self._linger
         assert linger is not None
-        idle = self._store.idle_for(key)
         if idle is None:
-            return  # it has subscribers (a detach schedules the next check), or it ended
-        if idle >= linger - 1e-3:
+            # It has subscribers (a detach here schedules the next check), or it ended. A
+            # shared store's subscribers may leave from another process: look again later.
+            return max(linger, 0.1) if self._store.shared and key in self._local else None
+        return 0 if idle >= linger - 1e-3 else linger - idle
+
+    def _linger_check(self, key: str) -> None:
+        delay = self._linger_next(key, self._store.idle_for(key))
+        if delay == 0:
             try:
                 self.cancel(key)
             except KeyError:
                 pass
-        else:
-            self._schedule_linger(key, linger - idle)
+        elif delay is not None:
+            self._schedule_linger(key, delay)
+
+    async def _alinger_check(self, key: str) -> None:
+        delay = self._linger_next(key, await self._store.aidle_for(key))
+        if delay == 0:
+            try:
+                await self.acancel(key)
+            except KeyError:
+                pass
+        elif delay is not None:
+            self._schedule_linger(key, delay)
 
     # -- subscribing ----------------------------------------------------------------
 
@@ -348,6 +417,7 @@ class Relay:
             StreamGap: `after` was trimmed (`maxlen`) or never issued; also
                 raised while iterating, by a subscriber that fell `maxlen` behind.
         """
+        self._store.need("sync", "subscribe")
         key, after, timeouts = self._check_subscription(key, after, timeout, first_token_timeout, idle_timeout)
         core: _Core[Any]
 
@@ -366,7 +436,12 @@ class Relay:
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
     ) -> AsyncStream[Event]:
-        """`subscribe` for event-loop code: an `AsyncStream` read by a task on the caller's loop."""
+        """`subscribe` for event-loop code: an `AsyncStream` read by a task on the caller's loop.
+
+        A relay with an asyncio client only checks the key and `after` at the
+        first read (there is no loop to check them on here).
+        """
+        self._store.need("async", "asubscribe")
         key, after, timeouts = self._check_subscription(key, after, timeout, first_token_timeout, idle_timeout)
         core: _Core[Any]
 
@@ -390,7 +465,8 @@ class Relay:
         key = check_key(key)
         after = _check_after(after)
         timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-        self._store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
+        if "sync" in self._store.faces:
+            self._store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
         return key, after, timeouts
 
     def _follow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
@@ -410,7 +486,7 @@ class Relay:
 
     async def _afollow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
         store = self._store
-        store.attach(key)
+        await store.aattach(key)
         try:
             while not core.stopping:
                 batch = await store.aread(key, after, _READ_SLICE, _READ_CHUNK)
@@ -421,7 +497,7 @@ class Relay:
                     await asyncio.sleep(0.005)
             return None
         finally:
-            self._detached(key)
+            self._left(key, await self._detach_quietly(store.adetach(key)))
 
     @staticmethod
     def _deliver(core: _Core[Any], batch: Batch, after: str | None, emit: Callable[[Any], None]) -> str | None:
@@ -447,7 +523,21 @@ class Relay:
         raise outcome.error
 
     def _detached(self, key: str) -> None:
-        left = self._store.detach(key)
+        try:
+            left = self._store.detach(key)
+        except Exception:  # the store is unreachable: the subscription's own error says so
+            return
+        self._left(key, left)
+
+    @staticmethod
+    async def _detach_quietly(detach: Any) -> int | None:
+        try:
+            left: int = await detach
+        except Exception:
+            return None
+        return left
+
+    def _left(self, key: str, left: int | None) -> None:
         if left == 0 and self._linger is not None and key in self._local:
             self._schedule_linger(key, self._linger)
 

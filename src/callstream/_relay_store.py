@@ -11,14 +11,17 @@ and wakes readers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from ._answer import Summary
 from .events import Event
 
-__all__ = ("ENDED", "Batch", "Outcome", "RelayStatus", "RelayStore")
+__all__ = ("ENDED", "Batch", "Face", "LocalStore", "Outcome", "RelayStatus", "RelayStore")
 
+Face = Literal["sync", "async"]
 RelayStatus = Literal["queued", "running", "completed", "interrupted", "error", "timeout", "cancelled", "lost"]
 
 #: The statuses of a run that has ended.
@@ -54,7 +57,21 @@ class Batch:
 
 
 class RelayStore(Protocol):
-    """Keeps runs and their events. Every method is safe from any thread."""
+    """Keeps runs and their events. Every method is safe from any thread.
+
+    Each method has an awaitable twin (`abegin`, `aread`, ...) for the async
+    face. A store may serve one face only (a Redis store given the user's
+    sync or asyncio client): `need` says so with a `TypeError`.
+    """
+
+    #: True when several processes share the store: a subscriber's detach may
+    #: happen elsewhere, so the relay looks again at an idle run (`linger`)
+    shared: bool
+    #: the faces it serves
+    faces: frozenset[Face]
+
+    def need(self, face: Face, method: str) -> None:
+        """Raise `TypeError` when this store cannot serve `face` (called by `method`)."""
 
     def begin(self, key: str, *, queued: bool) -> int:
         """Start a run (or, `queued`, reserve its key); return its attempt number.
@@ -66,11 +83,30 @@ class RelayStore(Protocol):
         raises `ValueError` (one key, one run at a time).
         """
 
+    async def abegin(self, key: str, *, queued: bool) -> int:
+        """`begin`, awaited."""
+
     def append(self, key: str, events: list[Event]) -> None:
         """Add events to a running run, giving each its `id`; trim to `maxlen`."""
 
+    async def aappend(self, key: str, events: list[Event]) -> None:
+        """`append`, awaited."""
+
     def finish(self, key: str, outcome: Outcome) -> bool:
         """Record the attempt's outcome (the first one wins); start its `ttl`."""
+
+    async def afinish(self, key: str, outcome: Outcome) -> bool:
+        """`finish`, awaited."""
+
+    def hold(self, key: str, stop: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+        """While the run is pumped in this process: keep it alive, and call `stop` on a cancel from elsewhere.
+
+        A store shared by processes renews the producer's lease here (a
+        producer that dies stops renewing: its run ends "lost").
+        """
+
+    def ahold(self, key: str, stop: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """`hold` for a run pumped by a task."""
 
     def read(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         """Up to `limit` events after `after` (from the first kept, for None), waiting up to `wait` s for one.
@@ -85,17 +121,84 @@ class RelayStore(Protocol):
     def status(self, key: str) -> RelayStatus | None:
         """The run's status, or None for an unknown or expired key."""
 
+    async def astatus(self, key: str) -> RelayStatus | None:
+        """`status`, awaited."""
+
     def request_cancel(self, key: str) -> RelayStatus:
         """Ask the run to stop; a queued run ends "cancelled" at once. Return the status."""
+
+    async def arequest_cancel(self, key: str) -> RelayStatus:
+        """`request_cancel`, awaited."""
 
     def cancel_requested(self, key: str) -> bool:
         """Whether the run was asked to stop (the producer checks it)."""
 
+    async def acancel_requested(self, key: str) -> bool:
+        """`cancel_requested`, awaited."""
+
     def attach(self, key: str) -> None:
         """A subscriber starts reading (for `linger`)."""
+
+    async def aattach(self, key: str) -> None:
+        """`attach`, awaited."""
 
     def detach(self, key: str) -> int:
         """A subscriber left; return how many are left."""
 
+    async def adetach(self, key: str) -> int:
+        """`detach`, awaited."""
+
     def idle_for(self, key: str) -> float | None:
         """Seconds the run has had no subscriber (None: it has one, or it ended)."""
+
+    async def aidle_for(self, key: str) -> float | None:
+        """`idle_for`, awaited."""
+
+
+class LocalStore:
+    """The async twins, the holds and `need` of a store in this process's memory.
+
+    Nothing it does blocks for long (a lock, no I/O): the twins call the sync
+    methods; the producer is held by nothing but the relay's own reference.
+    """
+
+    shared = False
+    faces: frozenset[Face] = frozenset(("sync", "async"))
+
+    def need(self, face: Face, method: str) -> None:
+        return None
+
+    async def abegin(self, key: str, *, queued: bool) -> int:
+        return self.begin(key, queued=queued)  # type: ignore[attr-defined,no-any-return]
+
+    async def aappend(self, key: str, events: list[Event]) -> None:
+        self.append(key, events)  # type: ignore[attr-defined]
+
+    async def afinish(self, key: str, outcome: Outcome) -> bool:
+        return self.finish(key, outcome)  # type: ignore[attr-defined,no-any-return]
+
+    @contextlib.contextmanager
+    def hold(self, key: str, stop: Callable[[], None]) -> Iterator[None]:
+        yield
+
+    @contextlib.asynccontextmanager
+    async def ahold(self, key: str, stop: Callable[[], None]) -> AsyncIterator[None]:
+        yield
+
+    async def astatus(self, key: str) -> RelayStatus | None:
+        return self.status(key)  # type: ignore[attr-defined,no-any-return]
+
+    async def arequest_cancel(self, key: str) -> RelayStatus:
+        return self.request_cancel(key)  # type: ignore[attr-defined,no-any-return]
+
+    async def acancel_requested(self, key: str) -> bool:
+        return self.cancel_requested(key)  # type: ignore[attr-defined,no-any-return]
+
+    async def aattach(self, key: str) -> None:
+        self.attach(key)  # type: ignore[attr-defined]
+
+    async def adetach(self, key: str) -> int:
+        return self.detach(key)  # type: ignore[attr-defined,no-any-return]
+
+    async def aidle_for(self, key: str) -> float | None:
+        return self.idle_for(key)  # type: ignore[attr-defined,no-any-return]

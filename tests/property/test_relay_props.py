@@ -1,8 +1,9 @@
-"""Resuming never repeats nor skips: any disconnect points, any sink, both faces (issue 17)."""
+"""Resuming never repeats nor skips: any disconnect points, any sink, both faces, each relay (issues 17, 18)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import callstream
 from callstream import Event, MemoryRelay
+from callstream._relay import Relay
 
 #: the published stream's sink; the drop policies drop only what they drop in a direct read
 PUBLISHED_SINKS = {
@@ -22,7 +24,7 @@ PUBLISHED_SINKS = {
 }
 
 
-def segment(relay: MemoryRelay, key: str, face: str, after: str | None, k: int | None) -> tuple[list[Event], Any]:
+def segment(relay: Relay, key: str, face: str, after: str | None, k: int | None) -> tuple[list[Event], Any]:
     """Read up to `k` events (all, for None) after `after`, then leave."""
     got: list[Event] = []
     if face == "sync":
@@ -44,14 +46,41 @@ def segment(relay: MemoryRelay, key: str, face: str, after: str | None, k: int |
     return got, asyncio.run(go())
 
 
+RUNS = {"n": st.integers(0, 40), "cuts": st.lists(st.integers(1, 12), max_size=6), "wait": st.booleans()}
+
+
 @pytest.mark.parametrize("sink", list(PUBLISHED_SINKS))
 @pytest.mark.parametrize("face", ["sync", "async"])
 @settings(max_examples=40)
-@given(n=st.integers(0, 40), cuts=st.lists(st.integers(1, 12), max_size=6), wait=st.booleans())
+@given(**RUNS)
 def test_resuming_after_the_last_id_equals_one_uninterrupted_read(
     face: str, sink: str, n: int, cuts: list[int], wait: bool
 ) -> None:
-    relay = MemoryRelay()
+    check_resume(MemoryRelay(), face, sink, n, cuts, wait)
+
+
+@pytest.fixture(scope="module")
+def redis_relay(redis_server: Any) -> Iterator[Relay]:
+    """One RedisRelay for every example (each run has keys of its own: examples do not meet)."""
+    from callstream.redis import RedisRelay
+
+    relay = RedisRelay(redis_server.url, prefix="props", lease=1.0)
+    yield relay
+    relay.close()
+
+
+@pytest.mark.parametrize("sink", list(PUBLISHED_SINKS))
+@pytest.mark.parametrize("face", ["sync", "async"])
+@settings(max_examples=15)  # each async segment connects a new loop's client: fewer examples, same property
+@given(**RUNS)
+def test_resuming_over_redis_equals_one_uninterrupted_read(
+    redis_relay: Relay, face: str, sink: str, n: int, cuts: list[int], wait: bool
+) -> None:
+    check_resume(redis_relay, face, sink, n, cuts, wait)
+
+
+def check_resume(relay: Relay, face: str, sink: str, n: int, cuts: list[int], wait: bool) -> None:
+    """Read a run in segments cut at random points: the pieces equal one uninterrupted read."""
 
     def producer(emit: Any) -> str:
         for i in range(n):

@@ -1,0 +1,741 @@
+"""`RedisStore`: a relay's runs and events in Redis, shared by every process that reaches it.
+
+Keys of one run (`key` is the run's key, `P` the prefix; the braces make them
+one Redis Cluster hash slot):
+
+```
+P:{key}:run     hash     status, attempt, seq (the last event's position), lease token, cancel flag,
+                         subscriber count and last read, the outcome (JSON), the ProducerLost outcomes
+P:{key}:events  stream   one entry per event: id "<seq>-0", field e = the event as JSON;
+                         an attempt's end: id "<seq>-1", field o = its outcome as JSON
+P:{key}:lease   string   the producer's lease token; it renews it (PX) while the run goes on
+P:{key}:cancel  list     a cancel request (RPUSH) wakes the producer's BLPOP at once
+P:runs          zset     every run kept, scored by when its keys expire (for max_runs)
+```
+
+Every key has a TTL: `ttl` after the run ended, `ttl + lease` after the last
+renewal while it runs, `queue_timeout + ttl` while it is queued. Each write
+is one Lua script, so each rule is atomic; positions are assigned by Redis
+(`seq`), continue across attempts, and a producer whose lease was taken over
+writes nothing (its token no longer matches).
+
+Round trips: a producer's batch of events is one `EVALSHA` (one round trip);
+a subscriber's read is one pipeline (`EVALSHA` inspecting the run, then
+`XREAD BLOCK` for the events); the producer's watcher renews its lease and
+waits for a cancel request (`BLPOP`) in one pipeline per `lease / 5`.
+
+A run nobody records ends on the next look (any read or `status`): a
+reserved key past `queue_timeout`, or a running one whose lease key expired
+(its producer died), ends "lost", and its end entry wakes every reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from time import monotonic, sleep
+from typing import Any, Final
+
+from ._relay_store import Batch, Face, Outcome, RelayStatus
+from ._wire import dump_event, dump_outcome, error_text, load_event, load_outcome
+from .errors import ProducerLost, RelayFull, StreamGap, StreamNotFound, short_key
+from .events import Event
+
+__all__ = ("RedisStore",)
+
+#: The most events one script appends.
+_APPEND_MAX: Final = 1000
+#: A subscriber not heard from for this long no longer counts as watching (for `linger`).
+_STALE_MS: Final = 5000
+
+_LUA_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function expire_all(ms)
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[2], ms)
+  redis.call('PEXPIRE', KEYS[4], ms)
+  redis.call('ZADD', KEYS[5], now_ms() + ms, ARGV[1])
+  if redis.call('PTTL', KEYS[5]) < ms then redis.call('PEXPIRE', KEYS[5], ms) end
+end
+local function conclude(status, outcome, errtext)
+  local seq = redis.call('HGET', KEYS[1], 'seq')
+  redis.call('XADD', KEYS[2], seq .. '-1', 'o', outcome)
+  redis.call('HSET', KEYS[1], 'status', status, 'outcome', outcome, 'error', errtext, 'ended', now_ms())
+  redis.call('HDEL', KEYS[1], 'token')
+  redis.call('DEL', KEYS[3])
+  redis.call('RPUSH', KEYS[4], 'end')
+  expire_all(tonumber(ARGV[2]))
+end
+local function settle()
+  local h = redis.call('HMGET', KEYS[1], 'status', 'deadline')
+  local status = h[1]
+  if not status then return false end
+  if status == 'queued' and now_ms() >= tonumber(h[2]) then
+    local lost = redis.call('HMGET', KEYS[1], 'lostq', 'lostq_error')
+    conclude('lost', lost[1], lost[2])
+    return 'lost'
+  end
+  if status == 'running' and redis.call('EXISTS', KEYS[3]) == 0 then
+    local lost = redis.call('HMGET', KEYS[1], 'lostp', 'lostp_error')
+    conclude('lost', lost[1], lost[2])
+    return 'lost'
+  end
+  return status
+end
+"""
+
+# ARGV: key, ttl_ms, queued, max_runs, queue_ms, lease_ms, token, maxlen, lostq, lostq_error, lostp, lostp_error
+_BEGIN = """
+local ttl, lease, token = tonumber(ARGV[2]), tonumber(ARGV[6]), ARGV[7]
+local status = settle()
+local function run_now(attempt)
+  redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt, 'token', token, 'cancel', '0')
+  redis.call('HDEL', KEYS[1], 'outcome', 'error', 'ended')
+  if tonumber(redis.call('HGET', KEYS[1], 'subs')) <= 0 then redis.call('HSET', KEYS[1], 'idle', now_ms()) end
+  redis.call('DEL', KEYS[4])
+  redis.call('SET', KEYS[3], token, 'PX', lease)
+  expire_all(ttl + lease)
+end
+if not status then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms())
+  if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[4]) then return {'full'} end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  redis.call('HSET', KEYS[1], 'seq', 0, 'attempt', 0, 'created', now_ms(), 'subs', 0, 'seen', 0, 'idle', now_ms(),
+    'lostq', ARGV[9], 'lostq_error', ARGV[10], 'lostp', ARGV[11], 'lostp_error', ARGV[12])
+  if ARGV[3] == '1' then
+    redis.call('HSET', KEYS[1], 'status', 'queued', 'deadline', now_ms() + tonumber(ARGV[5]))
+    expire_all(tonumber(ARGV[5]) + ttl)
+    return {'ok', 0}
+  end
+  run_now(1)
+  return {'ok', 1}
+end
+if ARGV[3] == '1' then return {'taken', status} end
+if status == 'queued' then
+  run_now(1)
+  return {'ok', 1}
+end
+local h = redis.call('HMGET', KEYS[1], 'attempt', 'seq', 'error')
+local attempt, seq = tonumber(h[1]), tonumber(h[2])
+if status == 'cancelled' and attempt == 0 then return {'ok', 0} end
+if status == 'error' or status == 'lost' then
+  local previous = {status = status, error = cjson.null}
+  if h[3] and h[3] ~= '' then previous['error'] = h[3] end
+  redis.call('XDEL', KEYS[2], seq .. '-1')
+  local event = cjson.encode({k = 'attempt', d = {attempt = attempt + 1, previous = previous}})
+  redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 'e', event)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[8], 'LIMIT', 0)
+  redis.call('HSET', KEYS[1], 'seq', seq + 1)
+  run_now(attempt + 1)
+  return {'ok', attempt + 1}
+end
+return {'taken', status}
+"""
+
+# ARGV: key, ttl_ms, token, maxlen, event...
+_APPEND = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'seq')
+if not h[1] then return -1 end
+if h[1] ~= 'running' or h[2] ~= ARGV[3] then return -2 end
+local seq = tonumber(h[3])
+for i = 5, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
+end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4], 'LIMIT', 0)
+redis.call('HSET', KEYS[1], 'seq', seq)
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+return seq
+"""
+
+# ARGV: key, ttl_ms, token, status, outcome, error text
+_FINISH = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'token')
+if not h[1] then return -1 end
+if h[1] ~= 'running' or h[2] ~= ARGV[3] then return 0 end
+conclude(ARGV[4], ARGV[5], ARGV[6])
+return 1
+"""
+
+# ARGV: key, ttl_ms, token, lease_ms
+_RENEW = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'cancel')
+if h[1] ~= 'running' or h[2] ~= ARGV[3] then return -1 end
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+expire_all(tonumber(ARGV[2]) + tonumber(ARGV[4]))
+if h[3] == '1' then return 1 end
+return 0
+"""
+
+# ARGV: key, ttl_ms, seen (1: a subscriber reads)
+_INSPECT = """
+local status = settle()
+if not status then return false end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'seen', now_ms()) end
+local h = redis.call('HMGET', KEYS[1], 'seq', 'cancel')
+return {status, h[1], h[2]}
+"""
+
+# ARGV: key, ttl_ms
+_CANCEL = """
+local status = settle()
+if not status then return false end
+if status == 'queued' then
+  conclude('cancelled', '{"status":"cancelled"}', '')
+  return 'cancelled'
+end
+if status == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  redis.call('RPUSH', KEYS[4], 'cancel')
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then redis.call('PEXPIRE', KEYS[4], left) end
+end
+return status
+"""
+
+# ARGV: key, ttl_ms, delta (+1 attach, -1 detach)
+_WATCHERS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = redis.call('HINCRBY', KEYS[1], 'subs', ARGV[3])
+if n <= 0 then
+  redis.call('HSET', KEYS[1], 'subs', 0, 'idle', now_ms())
+  return 0
+end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'seen', now_ms()) end
+return n
+"""
+
+# ARGV: key, ttl_ms, stale_ms; -1: watched, nil: ended or unknown, else ms idle
+_IDLE = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'subs', 'seen', 'idle')
+if h[1] ~= 'running' and h[1] ~= 'queued' then return false end
+local now = now_ms()
+local seen = tonumber(h[3])
+if tonumber(h[2]) > 0 and now - seen < tonumber(ARGV[3]) then return -1 end
+return now - math.max(seen, tonumber(h[4]))
+"""
+
+_SCRIPTS: Final = {
+    "begin": _BEGIN,
+    "append": _APPEND,
+    "finish": _FINISH,
+    "renew": _RENEW,
+    "inspect": _INSPECT,
+    "cancel": _CANCEL,
+    "watchers": _WATCHERS,
+    "idle": _IDLE,
+}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(response: Any) -> list[tuple[Any, Any]]:
+    """The entries of an `XREAD` on one stream, whatever shape the client parsed it to.
+
+    RESP2: `[[stream, [(id, fields), ...]]]`; RESP3: `{stream: [(id, fields), ...]}` or
+    `{stream: [[(id, fields), ...]]}`; `fields` a dict or a flat list.
+    """
+    if not response:
+        return []
+    value = next(iter(response.values())) if isinstance(response, dict) else response[0][1]
+    if value and isinstance(value[0], list) and value[0] and isinstance(value[0][0], (list, tuple)):
+        value = value[0]
+    return list(value or ())
+
+
+def _field(fields: Any, name: str) -> Any:
+    if isinstance(fields, dict):
+        got = fields.get(name.encode())
+        return fields.get(name) if got is None else got
+    items = list(fields)
+    for i in range(0, len(items) - 1, 2):
+        if _text(items[i]) == name:
+            return items[i + 1]
+    return None
+
+
+class _Watch:
+    """While a run is pumped here: renew its lease, and stop it on a cancel request from anywhere."""
+
+    def __init__(self, store: RedisStore, key: str, token: str, stop: Callable[[], None]) -> None:
+        self.store = store
+        self.key = key
+        self.token = token
+        self.stop = stop
+        self.done = False
+        self.cancelled_at: float | None = None
+
+    def step(self, renewed: Any, popped: Any) -> bool:
+        """Act on one renewal and one wait; return False when the watch is over."""
+        if self.done:
+            return False
+        state = int(renewed)
+        if state == -1:  # the run ended, was declared lost, or another attempt took it
+            self.stop()
+            return False
+        if state == 1 or (popped and _text(popped[1]) == "cancel"):
+            if self.cancelled_at is None:
+                self.cancelled_at = monotonic()
+            self.stop()
+        return True
+
+    def run(self) -> None:
+        store = self.store
+        assert store.sync is not None
+        last = monotonic()
+        while not self.done:
+            try:
+                renewed, popped = store.call(store.renew_ops(self.key, self.token))
+            except Exception:
+                if self.done:
+                    return
+                if monotonic() - last > store.lease:  # it cannot prove it is alive: subscribers see it lost
+                    self.stop()
+                    return
+                sleep(min(store.renew_every, 0.1))
+                continue
+            last = monotonic()
+            if not self.step(renewed, popped):
+                return
+
+    async def arun(self) -> None:
+        store = self.store
+        last = monotonic()
+        while not self.done:
+            try:
+                renewed, popped = await store.acall(store.renew_ops(self.key, self.token))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self.done:
+                    return
+                if monotonic() - last > store.lease:
+                    self.stop()
+                    return
+                await asyncio.sleep(min(store.renew_every, 0.1))
+                continue
+            last = monotonic()
+            if not self.step(renewed, popped):
+                return
+
+
+class RedisStore:
+    """Runs and events in Redis; see the module's docstring for the keys and the scripts."""
+
+    shared = True
+    faces: frozenset[Face] = frozenset(("sync", "async"))
+
+    def need(self, face: Face, method: str) -> None:
+        if face not in self.faces:
+            raise TypeError(f"this relay does not serve the {face} face ({method})")
+
+    def __init__(
+        self,
+        sync: Any,
+        aclient: Callable[[], Any] | None,
+        *,
+        prefix: str,
+        maxlen: int,
+        ttl: float,
+        lease: float,
+        max_runs: int,
+        queue_timeout: float,
+        socket_timeout: float | None,
+        describe: str,
+    ) -> None:
+        #: the sync client (None: this store serves the async face only)
+        self.sync = sync
+        #: returns the async client for the running loop (None: the sync face only)
+        self.aclient = aclient
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.ttl = ttl
+        self.lease = lease
+        self.max_runs = max_runs
+        self.queue_timeout = queue_timeout
+        self.describe = describe
+        self.ttl_ms = max(1, round(ttl * 1000))
+        self.lease_ms = max(1, round(lease * 1000))
+        #: the lease key lives this long unless renewed; renewed every `renew_every` s
+        self.lease_px = max(1, round(lease * 700))
+        self.renew_every = lease / 5
+        #: the longest a read blocks: a lost producer is seen within `lease` s
+        self.read_slice = min(0.25, lease / 4)
+        if socket_timeout:  # a blocking command must return before the client gives up on it
+            self.renew_every = min(self.renew_every, socket_timeout / 2)
+            self.read_slice = min(self.read_slice, socket_timeout / 2)
+        self._shas: dict[str, str] = {}
+        #: this process's producers: key -> lease token
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- keys, scripts, round trips -------------------------------------------------
+
+    def keys(self, key: str) -> list[str]:
+        base = f"{self.prefix}:{{{key}}}"
+        return [f"{base}:run", f"{base}:events", f"{base}:lease", f"{base}:cancel", f"{self.prefix}:runs"]
+
+    def script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """An `EVALSHA` of one of the scripts, on the run's keys."""
+        sha = self._shas.get(name)
+        if sha is None:
+            sha = self._shas[name] = hashlib.sha1((_LUA_COMMON + _SCRIPTS[name]).encode()).hexdigest()
+        return ("EVALSHA", sha, 5, *self.keys(key), key, self.ttl_ms, *args)
+
+    def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """Run `ops` in one pipeline (one round trip); load the scripts once if Redis lost them."""
+        from redis.exceptions import NoScriptError
+
+        for attempt in (0, 1):
+            pipe = self.sync.pipeline(transaction=False)
+            for op in ops:
+                pipe.execute_command(*op)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                self._load(self.sync)
+        raise AssertionError("unreachable")
+
+    async def acall(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """`call` on the async client of the running loop."""
+        from redis.exceptions import NoScriptError
+
+        client = self.aclient() if self.aclient is not None else None
+        if client is None:
+            raise TypeError("this relay has no asyncio client")
+        for attempt in (0, 1):
+            pipe = client.pipeline(transaction=False)
+            for op in ops:
+                pipe.execute_command(*op)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                for name in _SCRIPTS:
+                    await client.execute_command("SCRIPT", "LOAD", _LUA_COMMON + _SCRIPTS[name])
+        raise AssertionError("unreachable")
+
+    def _load(self, client: Any) -> None:
+        pipe = client.pipeline(transaction=False)
+        for name in _SCRIPTS:
+            pipe.execute_command("SCRIPT", "LOAD", _LUA_COMMON + _SCRIPTS[name])
+        pipe.execute()
+
+    # -- the producer side ----------------------------------------------------------
+
+    def begin_ops(self, key: str, queued: bool) -> tuple[str, list[tuple[Any, ...]]]:
+        token = secrets.token_hex(8)
+        short = short_key(key)
+        lostq = ProducerLost(
+            f"the run reserved under {short!r} was not started within queue_timeout={self.queue_timeout:g} s"
+        )
+        lostp = ProducerLost(
+            f"the producer of {short!r} stopped renewing its lease (lease={self.lease:g} s) without "
+            "recording an outcome: its process was killed, its machine lost, or it lost its connection to Redis"
+        )
+        args = (
+            "1" if queued else "0",
+            self.max_runs,
+            max(1, round(self.queue_timeout * 1000)),
+            self.lease_px,
+            token,
+            self.maxlen,
+            dump_outcome(Outcome("lost", error=lostq)),
+            error_text(lostq),
+            dump_outcome(Outcome("lost", error=lostp)),
+            error_text(lostp),
+        )
+        return token, [self.script("begin", key, *args)]
+
+    def begin_done(self, key: str, queued: bool, token: str, reply: Any) -> int:
+        answer = _text(reply[0])
+        if answer == "ok":
+            attempt = int(reply[1])
+            if attempt and not queued:
+                with self._lock:
+                    self._held[key] = token
+            return max(attempt, 1) if queued else attempt
+        if answer == "full":
+            raise RelayFull(
+                f"this relay ({self.describe}) already keeps max_runs={self.max_runs} runs; "
+                f"finished runs are released {self.ttl:g} s (ttl) after they end"
+            )
+        status = _text(reply[1])
+        if queued:
+            raise ValueError(f"the key {short_key(key)!r} is already in use")
+        raise ValueError(
+            f"a run was already published under the key {short_key(key)!r} (status {status!r}); "
+            "a key takes a new run only when reserved, or after its last attempt ended 'error' or 'lost'"
+        )
+
+    def begin(self, key: str, *, queued: bool) -> int:
+        token, ops = self.begin_ops(key, queued)
+        return self.begin_done(key, queued, token, self.call(ops)[0])
+
+    async def abegin(self, key: str, *, queued: bool) -> int:
+        token, ops = self.begin_ops(key, queued)
+        return self.begin_done(key, queued, token, (await self.acall(ops))[0])
+
+    def append_ops(self, key: str, events: list[Event]) -> list[tuple[Any, ...]]:
+        """One script per `_APPEND_MAX` events (a script blocks Redis while it runs), in one pipeline."""
+        token = self._held.get(key, "")
+        lines = [dump_event(e) for e in events]
+        return [
+            self.script("append", key, token, self.maxlen, *lines[i : i + _APPEND_MAX])
+            for i in range(0, len(lines), _APPEND_MAX)
+        ]
+
+    def append_done(self, key: str, replies: list[Any]) -> None:
+        if any(int(reply) == -1 for reply in replies):
+            self._held.pop(key, None)
+            error = StreamNotFound(key)
+            error.add_note(
+                f"callstream: the run's keys are gone from Redis ({self.describe}): expired, deleted, "
+                "or the server restarted without persistence"
+            )
+            raise error
+        # -2: the run ended (cancelled, declared lost) while the producer was between callbacks;
+        # its watcher stops it
+
+    def append(self, key: str, events: list[Event]) -> None:
+        self.append_done(key, self.call(self.append_ops(key, events)))
+
+    async def aappend(self, key: str, events: list[Event]) -> None:
+        self.append_done(key, await self.acall(self.append_ops(key, events)))
+
+    def finish_ops(self, key: str, outcome: Outcome) -> list[tuple[Any, ...]]:
+        with self._lock:
+            token = self._held.pop(key, "")
+        errtext = error_text(outcome.error) if outcome.error is not None else ""
+        return [self.script("finish", key, token, outcome.status, dump_outcome(outcome), errtext)]
+
+    def finish(self, key: str, outcome: Outcome) -> bool:
+        return int(self.call(self.finish_ops(key, outcome))[0]) == 1
+
+    async def afinish(self, key: str, outcome: Outcome) -> bool:
+        return int((await self.acall(self.finish_ops(key, outcome)))[0]) == 1
+
+    def renew_ops(self, key: str, token: str) -> list[tuple[Any, ...]]:
+        wait = max(self.renew_every, 0.01)
+        return [self.script("renew", key, token, self.lease_px), ("BLPOP", self.keys(key)[3], f"{wait:.3f}")]
+
+    @contextlib.contextmanager
+    def hold(self, key: str, stop: Callable[[], None]) -> Iterator[None]:
+        token = self._held.get(key)
+        if token is None:
+            yield
+            return
+        watch = _Watch(self, key, token, stop)
+        thread = threading.Thread(target=watch.run, name=f"callstream-lease-{key[:6]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            watch.done = True  # the finish's "end" entry on the cancel list wakes it
+
+    @contextlib.asynccontextmanager
+    async def ahold(self, key: str, stop: Callable[[], None]) -> AsyncIterator[None]:
+        token = self._held.get(key)
+        if token is None:
+            yield
+            return
+        watch = _Watch(self, key, token, stop)
+        task = asyncio.get_running_loop().create_task(watch.arun(), name=f"callstream-lease-{key[:6]}")
+        try:
+            yield
+        finally:
+            watch.done = True
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    # -- cancelling, status -------------------------------------------------------------
+
+    def cancel_ops(self, key: str) -> list[tuple[Any, ...]]:
+        return [self.script("cancel", key)]
+
+    def cancel_done(self, key: str, reply: Any) -> RelayStatus:
+        if reply is None:
+            raise StreamNotFound(key)
+        status: RelayStatus = _text(reply)  # type: ignore[assignment]
+        return status
+
+    def request_cancel(self, key: str) -> RelayStatus:
+        return self.cancel_done(key, self.call(self.cancel_ops(key))[0])
+
+    async def arequest_cancel(self, key: str) -> RelayStatus:
+        return self.cancel_done(key, (await self.acall(self.cancel_ops(key)))[0])
+
+    def _inspected(self, reply: Any) -> tuple[RelayStatus, int, bool] | None:
+        if reply is None:
+            return None
+        status: RelayStatus = _text(reply[0])  # type: ignore[assignment]
+        return status, int(reply[1]), reply[2] is not None and _text(reply[2]) == "1"
+
+    def status(self, key: str) -> RelayStatus | None:
+        got = self._inspected(self.call([self.script("inspect", key, "0")])[0])
+        return None if got is None else got[0]
+
+    async def astatus(self, key: str) -> RelayStatus | None:
+        got = self._inspected((await self.acall([self.script("inspect", key, "0")]))[0])
+        return None if got is None else got[0]
+
+    def cancel_requested(self, key: str) -> bool:
+        got = self._inspected(self.call([self.script("inspect", key, "0")])[0])
+        return got is not None and (got[2] or got[0] == "cancelled")
+
+    async def acancel_requested(self, key: str) -> bool:
+        got = self._inspected((await self.acall([self.script("inspect", key, "0")]))[0])
+        return got is not None and (got[2] or got[0] == "cancelled")
+
+    # -- the subscriber side ----------------------------------------------------------
+
+    def _position(self, key: str, after: str | None) -> int:
+        if after is None:
+            return 0
+        if not (after.isascii() and after.isdigit()) or len(after) > 18:
+            raise StreamGap(f"{after[:40]!r} is not an event id of this relay (ids are '1', '2', ...)")
+        return int(after)
+
+    def read_ops(self, key: str, position: int, wait: float, limit: int) -> list[tuple[Any, ...]]:
+        xread: tuple[Any, ...] = ("XREAD", "COUNT", max(limit, 1))
+        if wait > 0:
+            xread += ("BLOCK", max(1, round(min(wait, self.read_slice) * 1000)))
+        return [self.script("inspect", key, "1"), (*xread, "STREAMS", self.keys(key)[1], f"{position}-0")]
+
+    def read_done(self, key: str, after: str | None, position: int, limit: int, replies: list[Any]) -> Batch:
+        got = self._inspected(replies[0])
+        if got is None:
+            raise StreamNotFound(key)
+        status, seq, _ = got
+        if position > seq:
+            raise StreamGap(f"no event {after!r} was issued under {short_key(key)!r} (the last is {seq})")
+        entries = _entries(replies[1])
+        events: list[Event] = []
+        outcome: Outcome | None = None
+        expected = position + 1
+        for entry_id, fields in entries:
+            ms, _, sub = _text(entry_id).partition("-")
+            n = int(ms)
+            if sub == "0":
+                if n != expected:
+                    self._gap(key, after, n)
+                events.append(load_event(_field(fields, "e"), ms))
+                expected = n + 1
+            else:  # the attempt's end, right after its last event
+                if n != expected - 1:
+                    self._gap(key, after, n + 1)
+                outcome = load_outcome(_field(fields, "o"))
+                break
+        if len(events) > limit:
+            del events[limit:]
+            outcome = None
+        if outcome is not None:
+            status = outcome.status
+        return Batch(events, outcome, status)
+
+    def _gap(self, key: str, after: str | None, first: int) -> None:
+        if after is None:
+            raise StreamGap(
+                f"the first {first - 1} event(s) of {short_key(key)!r} are no longer kept "
+                f"(maxlen={self.maxlen}); the oldest kept event follows id {first - 1}"
+            )
+        raise StreamGap(
+            f"the events after {after!r} of {short_key(key)!r} are no longer kept "
+            f"(maxlen={self.maxlen}); the oldest kept event is {first}"
+        )
+
+    def read(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
+        position = self._position(key, after)
+        replies = self.call(self.read_ops(key, position, wait, limit))
+        return self.read_done(key, after, position, limit, replies)
+
+    async def aread(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
+        position = self._position(key, after)
+        replies = await self.acall(self.read_ops(key, position, wait, limit))
+        return self.read_done(key, after, position, limit, replies)
+
+    def attach(self, key: str) -> None:
+        self.call([self.script("watchers", key, 1)])
+
+    async def aattach(self, key: str) -> None:
+        await self.acall([self.script("watchers", key, 1)])
+
+    def detach(self, key: str) -> int:
+        return int(self.call([self.script("watchers", key, -1)])[0])
+
+    async def adetach(self, key: str) -> int:
+        return int((await self.acall([self.script("watchers", key, -1)]))[0])
+
+    def _idle(self, reply: Any) -> float | None:
+        if reply is None or int(reply) < 0:
+            return None
+        return int(reply) / 1000
+
+    def idle_for(self, key: str) -> float | None:
+        return self._idle(self.call([self.script("idle", key, _STALE_MS)])[0])
+
+    async def aidle_for(self, key: str) -> float | None:
+        return self._idle((await self.acall([self.script("idle", key, _STALE_MS)]))[0])
+
+
+class AsyncClients:
+    """One `redis.asyncio.Redis` per event loop, for a relay given a URL.
+
+    An asyncio client belongs to the loop it first ran on. Each loop's client
+    is closed when the loop's tasks are cancelled at its end (`asyncio.run`).
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
+        self.clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self.keepers: set[asyncio.Task[None]] = set()
+
+    def __call__(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self.clients.get(loop)
+        if client is None:
+            client = self.clients[loop] = self.factory()
+            task = loop.create_task(self._keep(loop, client), name="callstream-redis-client")
+            self.keepers.add(task)
+            task.add_done_callback(self.keepers.discard)
+        return client
+
+    async def _keep(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        try:
+            await loop.create_future()
+        finally:
+            # The loop ends (`asyncio.run` cancels every task): the other tasks may still need the
+            # client in their own cleanup (a subscription's detach), so it is closed after them.
+            me = asyncio.current_task()
+            for _ in range(400):
+                if all(task is me or task.done() for task in asyncio.all_tasks(loop)):
+                    break
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.005)
+            self.clients.pop(loop, None)
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def aclose(self) -> None:
+        """Close the running loop's client."""
+        loop = asyncio.get_running_loop()
+        client = self.clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()

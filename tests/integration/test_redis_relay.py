@@ -1,0 +1,431 @@
+"""RedisRelay across processes, and what only Redis can do wrong (issue 18).
+
+The relay's rules are tested on both relays in tests/unit/test_relay.py; here:
+a producer or a subscriber in another process (`tests/redis_worker.py`), a
+cancel from another process, a producer killed with SIGKILL, a redis-server
+restarted mid-stream, the keys' TTLs, JSON on the wire, the client faces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+import callstream
+from callstream import Event, ProducerLost, RelayFull, RemoteError, StreamGap, StreamNotFound
+from callstream.redis import RedisRelay
+from tests.helpers import Counter, drain_into, wait_until
+from tests.redis_server import REDIS_SERVER, RedisServer
+
+pytestmark = pytest.mark.skipif(
+    REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"it-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def relay(redis_server: RedisServer, prefix: str) -> Iterator[RedisRelay]:
+    relay = RedisRelay(redis_server.url, prefix=prefix, lease=1.0)
+    yield relay
+    relay.close()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[Any]:
+    """A plain client, to look at what the relay wrote."""
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+class Worker:
+    """`python -m tests.redis_worker ...`: its JSON reports, line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.redis_worker", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def report(self, timeout: float = 30) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        result: list[str] = []
+        reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout)
+        if not result or not result[0]:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"the worker reported nothing; its stderr:\n{err[-3000:]}")
+        return dict(json.loads(result[0]))
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+def direct_agent_run() -> dict[str, Any]:
+    """What a local consumer of the same agent run sees."""
+    from tests.redis_worker import agent
+
+    stream = callstream.iter_callbacks(agent(), {"messages": [("user", "2+3?")]})
+    answer = "".join(stream.tokens(answer_only=True))
+    summary = stream.summary
+    return {
+        "answer": answer,
+        "tool_calls": [[c.name, c.args, c.result.content] for c in summary.tool_calls],
+        "usage": summary.usage,
+        "llm_calls": summary.llm_calls,
+        "last": stream.output["messages"][-1].content,
+    }
+
+
+# -- across processes -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_published_here_is_read_in_another_process_as_here(relay: RedisRelay, prefix: str) -> None:
+    from tests.redis_worker import agent
+
+    key = relay.publish(callstream.iter_callbacks(agent(), {"messages": [("user", "2+3?")]}))
+    with relay.subscribe(key) as sub:
+        local = [{"id": e.id, "kind": e.kind, "text": e.text} for e in sub]
+    worker = Worker("subscribe", _url(relay), prefix, key)
+    try:
+        remote = worker.report()
+    finally:
+        worker.stop()
+    expected = direct_agent_run()
+    assert remote["events"] == local and remote["status"] == "completed"
+    assert {k: remote[k] for k in expected} == expected
+    assert remote["answer"] == "It is 5." and remote["tool_calls"] == [["add", {"a": 2, "b": 3}, "5"]]
+    assert remote["usage"] and remote["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_a_run_in_a_worker_process_is_read_here_from_its_reservation(relay: RedisRelay, prefix: str) -> None:
+    key = relay.reserve()
+    sub = relay.subscribe(key)  # at once: queued, no StreamNotFound
+    worker = Worker("agent", _url(relay), prefix, key)
+    try:
+        with sub:
+            answer = "".join(sub.tokens(answer_only=True))
+        assert worker.report()["status"] == "completed"
+    finally:
+        worker.stop()
+    expected = direct_agent_run()
+    summary = sub.summary
+    assert answer == expected["answer"] == "It is 5."
+    assert [[c.name, c.args, c.result.content] for c in summary.tool_calls] == expected["tool_calls"]
+    assert summary.usage == expected["usage"] and summary.llm_calls == expected["llm_calls"] == 2
+    assert sub.output["messages"][-1].content == expected["last"] and relay.status(key) == "completed"
+    with relay.subscribe(key) as again:
+        events = list(again)
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events].count("tool_end") == 1 and "preamble" in [e.kind for e in events]
+
+
+@pytest.mark.slow
+def test_cancel_here_stops_a_producer_in_another_process(relay: RedisRelay, prefix: str) -> None:
+    key = relay.reserve()
+    worker = Worker("tokens", _url(relay), prefix, key)
+    try:
+        got: list[Event] = []
+        with relay.subscribe(key) as sub:
+            for event in sub:
+                got.append(event)
+                if len(got) == 20:
+                    cancelled = time.monotonic()
+                    relay.cancel(key)
+        assert worker.report() == {"started": True}
+        report = worker.report()
+    finally:
+        worker.stop()
+    latency = report["stopped_at"] - cancelled
+    print(f"\ncancel across processes: the producer stopped {latency * 1000:.1f} ms after relay.cancel()")
+    assert report["status"] == "cancelled" and relay.status(key) == "cancelled"
+    assert 0 <= latency < 0.5
+    assert sub.status == "cancelled" and len(got) < report["count"] + 1 < 1000
+
+
+@pytest.mark.slow
+def test_a_producer_killed_with_sigkill_is_lost_within_its_lease(redis_server: RedisServer, prefix: str) -> None:
+    lease = 0.5
+    relay = RedisRelay(redis_server.url, prefix=prefix, lease=lease)
+    key = relay.reserve()
+    worker = Worker("tokens", redis_server.url, prefix, key, str(lease))
+    got: list[Event] = []
+    try:
+        with pytest.raises(ProducerLost, match="stopped renewing its lease") as info:
+            with relay.subscribe(key) as sub:
+                for event in sub:
+                    got.append(event)
+                    if len(got) == 10:
+                        worker.proc.kill()  # SIGKILL: no outcome recorded
+                        worker.proc.wait(10)
+                        killed = time.monotonic()
+        detected = time.monotonic() - killed
+    finally:
+        worker.stop()
+        relay.close()
+    print(f"\nSIGKILL of the producer: ProducerLost after {detected * 1000:.0f} ms (lease={lease} s)")
+    assert detected < lease + 0.25  # 0.7 lease for the lease key to expire, then one read slice (lease / 4)
+    assert isinstance(info.value, callstream.StreamError)
+    assert [int(e.id) for e in got] == list(range(1, len(got) + 1))
+
+
+# -- Redis going away -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+def test_a_redis_restart_mid_stream_is_an_error_for_both_sides_then_runs_publish_again(own_server: RedisServer) -> None:
+    relay = RedisRelay(own_server.url, prefix="restart", lease=1.0)
+    producer = Counter(100_000, delay=0.002)
+    outcome: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            relay.run(callstream.from_callback(producer), key="long-run")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    got: list[Event] = []
+    errors: list[BaseException] = []
+    wait_until(lambda: relay.status("long-run") == "running", what="the run to start")
+    reader = threading.Thread(target=_drain, args=(relay, "long-run", got, errors))
+    reader.start()
+    wait_until(lambda: len(got) >= 10, what="the subscriber to read")
+    own_server.stop()  # SIGKILL: every connection drops, nothing is kept
+    stopped = time.monotonic()
+    reader.join(10)
+    thread.join(10)
+    took = time.monotonic() - stopped
+    assert not reader.is_alive() and not thread.is_alive(), "a side hung"
+    print(f"\nredis-server killed: subscriber and producer raised within {took * 1000:.0f} ms")
+    assert errors and isinstance(errors[0], redis.exceptions.ConnectionError), errors
+    assert outcome and isinstance(outcome[0], redis.exceptions.ConnectionError), outcome
+    assert producer.finished.wait(5)  # the producer was stopped, not left running
+    own_server.start()  # the same port, empty (no persistence)
+    assert relay.status("long-run") is None  # its keys went with the server: said, not invented
+    summary = relay.run(callstream.from_callback(Counter(3)), key="after-restart")
+    assert summary.status == "completed"
+    with relay.subscribe("after-restart") as again:
+        assert [e.text for e in again] == ["t0", "t1", "t2"]
+    relay.close()
+
+
+def _drain(relay: RedisRelay, key: str, got: list[Event], errors: list[BaseException]) -> None:
+    try:
+        drain_into("sync", relay.subscribe(key), got)
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_a_producer_that_lost_its_lease_stops_and_writes_nothing_more(relay: RedisRelay, raw: Any) -> None:
+    producer = Counter(100_000, delay=0.002)
+    key = relay.publish(callstream.from_callback(producer))
+    wait_until(lambda: producer.count >= 5, what="the producer to run")
+    store = relay._redis_store
+    raw.delete(store.keys(key)[2])  # its lease key is gone (a long pause, a partition)...
+    assert relay.status(key) == "lost"  # ... and a reader saw it first: the run ended "lost"
+    assert producer.finished.wait(5)  # the producer learns it at its next renewal and stops
+    with pytest.raises(ProducerLost) as info:
+        list(relay.subscribe(key))
+    assert "lease" in str(info.value)
+    length = raw.xlen(store.keys(key)[1])
+    time.sleep(0.05)
+    assert raw.xlen(store.keys(key)[1]) == length  # nothing written after the end
+
+
+# -- what is written -----------------------------------------------------------------------------
+
+
+def _keys_and_ttls(raw: Any, prefix: str) -> dict[str, int]:
+    return {k.decode(): raw.pttl(k) for k in raw.scan_iter(match=f"{prefix}:*")}
+
+
+def test_every_key_is_under_the_prefix_and_has_a_ttl(relay: RedisRelay, raw: Any, prefix: str) -> None:
+    queued, cancelled = relay.reserve(), relay.reserve()
+    relay.cancel(cancelled)
+    producer = Counter(10, stall_after=5)
+    running = relay.publish(callstream.from_callback(producer))
+    try:
+        assert producer.stalled.wait(5)
+        failed = relay.publish(callstream.from_callback(Counter(3, fail_after=2)))
+        wait_until(lambda: relay.status(failed) == "error", what="the failing run")
+        keys = _keys_and_ttls(raw, prefix)
+        # queued: queue_timeout + ttl; running: ttl + lease after the last renewal; ended: ttl
+        assert len(keys) == 3 + 4 + 2 + 1, keys  # (hash) x 3, running (hash, stream, lease, cancel list)...
+        assert all(0 < ttl <= (300 + 3600) * 1000 for ttl in keys.values()), keys  # none left forever
+        assert f"{prefix}:runs" in keys and f"{prefix}:{{{running}}}:lease" in keys
+        assert 0 < keys[f"{prefix}:{{{running}}}:lease"] <= 700  # 0.7 lease, renewed every lease / 5
+    finally:
+        producer.release.set()
+    wait_until(lambda: relay.status(running) == "completed", what="the run to end")
+    keys = _keys_and_ttls(raw, prefix)
+    ended = {k: ttl for k, ttl in keys.items() if queued not in k and not k.endswith(":runs")}
+    assert ended and all(0 < ttl <= 3600 * 1000 for ttl in ended.values()), keys  # ttl once ended
+    assert not any(k.endswith(":lease") for k in keys)  # released at the end
+    assert set(keys) <= {f"{prefix}:runs"} | {
+        f"{prefix}:{{{k}}}:{part}" for k in (queued, cancelled, running, failed) for part in ("run", "events", "cancel")
+    }
+
+
+def test_only_json_is_written(relay: RedisRelay, raw: Any, prefix: str) -> None:
+    from tests.redis_worker import agent
+
+    key = relay.publish(callstream.iter_callbacks(agent(), {"messages": [("user", "2+3?")]}))
+    wait_until(lambda: relay.status(key) == "completed", what="the run")
+    store = relay._redis_store
+    entries = raw.xrange(store.keys(key)[1])
+    assert len(entries) > 10
+    kinds = set()
+    for _, fields in entries:
+        assert set(fields) <= {b"e", b"o"}
+        for value in fields.values():
+            decoded = json.loads(value)  # JSON, nothing else
+            kinds.add(decoded.get("k", decoded.get("status")))
+    assert {"token", "llm_end", "tool_end", "completed"} <= kinds
+    state = raw.hgetall(store.keys(key)[0])
+    for field in (b"outcome", b"lostq", b"lostp"):
+        json.loads(state[field])
+    assert b"pickle" not in b"".join(v for _, f in entries for v in f.values())
+
+
+def test_a_malformed_or_foreign_after_is_a_gap(relay: RedisRelay) -> None:
+    key = relay.publish(callstream.from_callback(Counter(3)))
+    wait_until(lambda: relay.status(key) == "completed", what="the run")
+    for after in ("1-0", "0-1", "$", "+", "-", ">", "\uff11", " 1", "1 ", "0x1", "4", "18446744073709551616"):
+        with pytest.raises(StreamGap):
+            relay.subscribe(key, after=after)
+    assert [e.text for e in relay.subscribe(key, after="0")] == ["t0", "t1", "t2"]
+    assert list(relay.subscribe(key, after="3")) == []
+
+
+def test_max_runs_and_ttl_in_real_time(redis_server: RedisServer, prefix: str, raw: Any) -> None:
+    relay = RedisRelay(redis_server.url, prefix=prefix, max_runs=2, ttl=0.3, lease=1.0)
+    try:
+        assert relay.run(callstream.from_callback(Counter(1)), key="a").status == "completed"
+        relay.reserve("b")
+        with pytest.raises(RelayFull, match="max_runs=2"):
+            relay.reserve("c")
+        wait_until(lambda: relay.status("a") is None, what="the finished run to expire")
+        with pytest.raises(StreamNotFound):
+            relay.subscribe("a")
+        relay.reserve("c")
+        assert raw.zcard(f"{prefix}:runs") == 2
+    finally:
+        relay.close()
+
+
+# -- clients and faces ------------------------------------------------------------------------------
+
+
+def test_a_client_serves_its_own_face_and_the_other_is_a_type_error(redis_server: RedisServer, prefix: str) -> None:
+    sync_client = redis.Redis.from_url(redis_server.url)
+    sync_relay = RedisRelay(sync_client, prefix=prefix)
+    key = sync_relay.publish(callstream.from_callback(Counter(3)))
+    with sync_relay.subscribe(key) as sub:
+        assert [e.text for e in sub] == ["t0", "t1", "t2"]
+    with pytest.raises(TypeError, match=r"apublish\(\) needs an asyncio client.*redis\.Redis client"):
+        asyncio.run(sync_relay.apublish(callstream.afrom_callback(Counter(1))))
+    for call in (
+        lambda: sync_relay.asubscribe(key),
+        lambda: asyncio.run(sync_relay.arun(callstream.afrom_callback(Counter(1)))),
+        lambda: asyncio.run(sync_relay.astatus(key)),
+        lambda: asyncio.run(sync_relay.acancel(key)),
+        lambda: asyncio.run(sync_relay.areserve()),
+    ):
+        with pytest.raises(TypeError, match="needs an asyncio client"):
+            call()
+
+    async def on_the_loop() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        relay = RedisRelay(client, prefix=prefix)
+        for call in (
+            lambda: relay.publish(callstream.from_callback(Counter(1))),
+            lambda: relay.run(callstream.from_callback(Counter(1))),
+            lambda: relay.subscribe(key),
+            lambda: relay.status(key),
+            lambda: relay.cancel(key),
+            lambda: relay.reserve(),
+        ):
+            with pytest.raises(TypeError, match=r"needs a sync client.*redis\.asyncio\.Redis client"):
+                call()
+        assert await relay.astatus(key) == "completed"  # the sync relay's run, seen by the async one
+        async with relay.asubscribe(key) as sub:
+            assert [e.text async for e in sub] == ["t0", "t1", "t2"]
+        reserved = await relay.areserve()
+        await relay.acancel(reserved)
+        assert await relay.astatus(reserved) == "cancelled"
+        summary = await relay.arun(callstream.afrom_callback(Counter(2)), key="async-run")
+        assert summary.status == "completed"
+        with pytest.raises(StreamNotFound):  # checked at the first read: no loop at the call
+            async with relay.asubscribe("no-such-key") as sub:
+                [e async for e in sub]
+        await client.aclose()
+
+    asyncio.run(on_the_loop())
+    assert sync_relay.status("async-run") == "completed"
+    with pytest.raises(TypeError, match="takes a URL"):
+        RedisRelay(object())
+    with pytest.raises(ValueError, match="prefix"):
+        RedisRelay(redis_server.url, prefix="a b")
+    sync_client.close()
+
+
+def test_an_async_error_crosses_as_remote_error(relay: RedisRelay) -> None:
+    async def go() -> None:
+        key = await relay.apublish(callstream.afrom_callback(_failing))
+        async with relay.asubscribe(key) as sub:
+            with pytest.raises(RemoteError) as info:
+                [e async for e in sub]
+        assert (info.value.type, info.value.message) == ("KeyError", "'missing'")
+        assert await relay.astatus(key) == "error"
+
+    asyncio.run(go())
+
+
+async def _failing(emit: Any) -> None:
+    emit("before")
+    raise KeyError("missing")
+
+
+def _url(relay: RedisRelay) -> str:
+    kwargs = relay._redis_store.sync.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
