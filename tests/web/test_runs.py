@@ -48,7 +48,7 @@ def start(app: AppServer, **body: Any) -> str:
     key = started["key"]
     assert len(key) == 22 and set(key) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert started["stream"] == f"/runs/{key}/stream" and started["cancel"] == f"/runs/{key}/cancel"
-    assert started["status"] in ("running", "completed", "interrupted")
+    assert started["status"] in ("queued", "running", "completed", "interrupted")
     return str(key)
 
 
