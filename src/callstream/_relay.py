@@ -28,6 +28,7 @@ from ._memory_store import MemoryStore
 from ._relay_store import Batch, Outcome, RelayStatus, RelayStore
 from ._stream import Stream, _BaseStream
 from .events import Event
+from .sinks import SinkName
 
 __all__ = ("MemoryRelay", "Relay")
 
@@ -41,7 +42,7 @@ _MAX_UNREAD: Final = 1024
 #: The most events one read takes from the store.
 _READ_CHUNK: Final = 256
 #: A subscription's sink: the reader thread appends, the consumer pops (lock-free while both run).
-_SINK = "deque"
+_SINK: Final[SinkName] = "deque"
 
 
 def check_key(key: object) -> str:
