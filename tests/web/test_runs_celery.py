@@ -172,3 +172,16 @@ def test_a_killed_worker_is_reported_within_the_lease(stack: dict[str, Any], wor
     assert last.event == "error" and json.loads(last.data)["type"] == "ProducerLost", last.data
     assert waited < LEASE + 1.5, waited
     assert httpx.get(f"{first.url}/runs/{quote(key)}/stream", timeout=10).text.count("ProducerLost") == 1
+
+
+def test_four_worker_processes_share_their_runs_on_redis(redis_server: Any, openai_server: OpenAIServer) -> None:
+    # The setup where a MemoryRelay answers 404 (test_runs.py skips it): gunicorn -w 4, here on Redis
+    env = {**stack_env(redis_server.url, openai_server), "CALLSTREAM_CELERY": ""}
+    app = AppServer("flask-gunicorn-sync", openai_server.base_url, env=env).start()
+    try:
+        keys = [start(app, agent="chain", q="[[tokens=5,delay_ms=1]] hi") for _ in range(8)]
+        for key in keys:  # each request may land on any of the four processes
+            whole = read(app, key)
+            assert whole[-1][2] == {"status": "completed"} and read(app, key, whole[2][1])[:-1] == whole[3:-1]
+    finally:
+        app.stop()
