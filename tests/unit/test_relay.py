@@ -284,6 +284,7 @@ def test_cancel_from_a_subscriber_stops_the_run(face: str) -> None:
 
 
 def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face: str) -> None:
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import Command, interrupt
@@ -300,7 +301,7 @@ def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face
     graph.add_edge(START, "ask")
     graph.add_edge("ask", END)
     app = graph.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t1"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
     relay = MemoryRelay()
     key = relay.publish(callstream.iter_callbacks(app, {"answer": ""}, config))
     finished(relay, key)
