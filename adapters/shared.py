@@ -75,11 +75,12 @@ def _chat(respond: Any = None) -> Any:
     base_url = os.environ.get("CALLSTREAM_BASE_URL")
     if base_url:
         from langchain_openai import ChatOpenAI
+        from pydantic import SecretStr
 
         key = os.environ.get("OPENAI_API_KEY", "not-needed")
         # stream_usage: ask for the usage chunk (`stream_options.include_usage`) that
         # langchain-openai leaves off for a base_url other than OpenAI's
-        return ChatOpenAI(base_url=base_url, model=MODEL_NAME, api_key=key, max_retries=0, stream_usage=True)
+        return ChatOpenAI(base_url=base_url, model=MODEL_NAME, api_key=SecretStr(key), max_retries=0, stream_usage=True)
     delay = float(os.environ.get("CALLSTREAM_DELAY", "0.03"))
     if respond is not None:
         return ScriptedChatModel(respond=respond, chunk_size=3, delay=delay)
@@ -146,7 +147,7 @@ def approval_agent() -> Runnable[Any, Any]:
     return create_agent(_chat(respond), tools=[send_email], middleware=[hitl], checkpointer=InMemorySaver())
 
 
-def approval_thread(thread: str | None) -> dict[str, Any]:
+def approval_thread(thread: str | None) -> RunnableConfig:
     """The run config for a conversation thread id sent by the page (`ApiError` 400 if malformed).
 
     The id is a bearer secret: check here that the caller owns it (a session, a

@@ -112,8 +112,9 @@ def redis_memory(client: Any) -> int:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     import redis
-    from callstream.redis import RedisRelay
     from tests.redis_server import RedisServer
+
+    from callstream.redis import RedisRelay
 
     server = RedisServer().start()
     try:

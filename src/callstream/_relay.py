@@ -494,7 +494,8 @@ class Relay:
                 after = self._deliver(core, batch, after, emit)
                 if batch.outcome is not None:
                     return self._ending(core, batch.outcome)
-                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:
+                # A sink has no "drained" signal to await: back off as the sync twin does.
+                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
             return None
         finally:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import callstream
 from callstream import BoundedSink, Event
 from callstream.events import merge_tokens, token_text
+from callstream.sinks import SinkName
 from tests.property.strategies import items as awkward_items
 
 
@@ -62,8 +63,8 @@ def test_bounded_sink_decides_through_its_hooks() -> None:
     assert [sink.take(0).popleft(), sink.take(0).popleft()] == [1, 14]
     assert sink.statistics().coalesced == 2
     dropper = BoundedSink(1, "drop_newest", droppable=lambda x: x != "keep")
-    for x in ("a", "keep", "b"):
-        dropper.put(x)
+    for word in ("a", "keep", "b"):
+        dropper.put(word)
     assert dropper.statistics().dropped == 1
     with pytest.raises(TypeError, match="droppable must be callable or None"):
         BoundedSink(2, droppable=True)  # type: ignore[arg-type]
@@ -150,7 +151,7 @@ PATHS: dict[str, tuple[str, Callable[..., list[str]]]] = {
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("sink", ["queue", "deque"])
 @given(items=_ITEMS)
-def test_every_face_counts_token_items_as_token_text_does(path: str, sink: str, items: list[Any]) -> None:
+def test_every_face_counts_token_items_as_token_text_does(path: str, sink: SinkName, items: list[Any]) -> None:
     face, consume = PATHS[path]
     stream = (callstream.from_callback if face == "sync" else callstream.afrom_callback)(_producer(items), sink=sink)
     texts = [t for t in map(token_text, items) if t]

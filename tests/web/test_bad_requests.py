@@ -123,7 +123,9 @@ def _content(value: Any) -> bytes:
     return value if isinstance(value, bytes) else json.dumps(value).encode()
 
 
-def check_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
+def check_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     """The response is `status` with an OpenAI-shaped JSON error, and nothing it should not hold."""
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["content-type"].startswith("application/json"), response.headers

@@ -121,7 +121,7 @@ def test_a_stale_or_malformed_last_event_id_is_an_error_event(app: AppServer, la
     # An EventSource drops a non-200 answer without a word: a 200 whose one event says why.
     one_process(app)
     key = start(app, agent="chain", q="[[tokens=3,delay_ms=1]] hi")
-    headers = {"Last-Event-ID": last.encode("utf-8")}
+    headers = [(b"Last-Event-ID", last.encode("utf-8"))]
     response = httpx.get(f"{app.url}/runs/{key}/stream", headers=headers, timeout=10)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     assert response.text.startswith("retry: ")

@@ -102,7 +102,7 @@ def worker(stack: dict[str, Any]) -> Worker:
     """The module's worker, started again if a test killed it."""
     if not stack["worker"].alive():
         stack["worker"] = Worker(stack["env"])
-    return stack["worker"]  # type: ignore[no-any-return]
+    return stack["worker"]
 
 
 def test_a_run_in_the_worker_resumes_on_another_app_process(stack: dict[str, Any], worker: Worker) -> None:

@@ -101,7 +101,7 @@ def _reader(request: HttpRequest) -> Callable[[int], bytes]:
     if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         stream = meta.get("wsgi.input")
         if stream is not None:
-            return stream.read  # type: ignore[no-any-return]
+            return stream.read
     return request.read
 
 
