@@ -27,10 +27,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m callstream demo $(ARGS)
 
+# mypy checks the files listed in [tool.mypy] (pyproject.toml): src under --strict, and tests,
+# benchmarks and adapters under a relaxed override (unannotated helpers allowed, bodies checked).
 check: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks adapters docs
 	$(PY) -m ruff format --check src tests benchmarks adapters docs
-	$(PY) -m mypy --strict src
+	$(PY) -m mypy
 
 test: check
 	$(PY) -m pytest -q

@@ -13,7 +13,8 @@ a `/v1/chat/completions` body as the OpenAI API does (required fields, types,
 ranges, roles, content parts, the tool-call sequence, unknown parameters) and
 answers a parameter this app cannot honour (`n > 1`, `tools`, `logprobs`,
 audio...) with a 400 that says so. `thread_id(...)` and `decision(body)` check
-the approval routes' thread id and decision body. `read_json(...)` applies the content type
+the approval routes' thread id and decision body, `run_request(body)` a `POST /runs` body and
+`run_key(...)` a run's key in a URL. `read_json(...)` applies the content type
 (415), the body-size limit (413) and the JSON syntax (400) checks.
 """
 
@@ -81,7 +82,8 @@ def server_error() -> ApiError:
 
 ROUTES = (
     "GET /, GET /stream?q=, GET /agent?q=, GET /approval?q=&thread=, POST /approval/{thread}/decision, "
-    "GET /native?q=, GET /health, POST /v1/chat/completions"
+    "GET /health, POST /v1/chat/completions, POST /runs, GET /runs/{key}/stream, "
+    "POST /runs/{key}/cancel"
 )
 
 # -- the body: content type, size, JSON -------------------------------------------------
@@ -727,3 +729,72 @@ def decision(body: Any) -> str:
     if "decision" not in body:
         _missing("decision")
     return _enum("decision", body["decision"], DECISIONS)
+
+
+# -- the run routes (a relay) ----------------------------------------------------------
+
+AGENTS = ("chain", "agent", "approval")
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_MAX_QUESTION = 4000
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A `POST /runs` body: which runnable, the question, and for `approval` its thread
+    (and, to resume a paused thread, the person's decision)."""
+
+    agent: str
+    q: str = ""
+    thread: str | None = None
+    decision: str | None = None
+
+
+def run_request(body: Any) -> RunRequest:
+    """`{"agent": "chain" | "agent" | "approval", "q": str, "thread": str, "decision": "approve" | "reject"}`.
+
+    `thread` is required for `approval` and refused otherwise; `decision` resumes that paused
+    thread with `Command(resume=...)` (a new run, with its own key).
+    """
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            f"Invalid type for the request body: expected an object, but got {_article(_kind(body))} instead.",
+            code="invalid_type",
+        )
+    for name in body:
+        if name not in ("agent", "q", "thread", "decision"):
+            _unknown(name)
+    if "agent" not in body:
+        _missing("agent")
+    agent = _enum("agent", body["agent"], AGENTS)
+    q = _string("q", body.get("q", ""))
+    if len(q) > _MAX_QUESTION:
+        raise ApiError(
+            400,
+            f"Invalid 'q': {len(q)} characters; at most {_MAX_QUESTION}.",
+            param="q",
+            code="string_above_max_length",
+        )
+    thread = decision_ = None
+    if agent == "approval":
+        thread = thread_id(body.get("thread"))
+        if "decision" in body:
+            decision_ = _enum("decision", body["decision"], DECISIONS)
+    else:
+        for name in ("thread", "decision"):
+            if name in body:
+                raise ApiError(
+                    400,
+                    f"Invalid '{name}': only the 'approval' agent takes a {name}.",
+                    param=name,
+                    code="invalid_value",
+                )
+    return RunRequest(agent, q, thread, decision_)
+
+
+def run_key(value: str) -> str:
+    """A run's key from a URL; anything that cannot be one is a 404, as an unknown key is
+    (a 400 would tell a prober which strings are well formed)."""
+    if not _KEY.fullmatch(value):
+        raise ApiError(404, "No run with this key.", code="run_not_found")
+    return value

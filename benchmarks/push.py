@@ -124,7 +124,11 @@ def latency(consume: Callable[[int, float, Callable[[Any], None]], None], n: int
     p50s, p99s = [], []
     for _ in range(repeats):
         lags: list[float] = []
-        consume(n, 0.0002, lambda sent, lags=lags: lags.append(time.perf_counter() - sent))
+
+        def lag(sent: float, lags: list[float] = lags) -> None:
+            lags.append(time.perf_counter() - sent)
+
+        consume(n, 0.0002, lag)
         lags.sort()
         p50s.append(lags[len(lags) // 2])
         p99s.append(lags[int(len(lags) * 0.99)])
@@ -264,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(repeats):
         for name, consume in BRIDGES.items():
             rates[name].append(throughput(consume, n, 1))
-            p50, p99 = latency(consume, n_lat, 1)
-            p50s[name].append(p50)
-            p99s[name].append(p99)
+            one_p50, one_p99 = latency(consume, n_lat, 1)
+            p50s[name].append(one_p50)
+            p99s[name].append(one_p99)
     rate = {name: statistics.median(v) for name, v in rates.items()}
     p50 = {name: statistics.median(v) for name, v in p50s.items()}
     p99 = {name: statistics.median(v) for name, v in p99s.items()}

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,10 @@ def median(fn: Callable[[], float], repeats: int) -> float:
 def throughput(n: int, repeats: int) -> list[dict[str, Any]]:
     rows = []
     for name, make in (("from_callback (raw events)", raw(n)), ("iter_callbacks (scripted chat model)", model(n))):
-        base = median(lambda make=make: direct(make), repeats)
+        base = median(partial(direct, make), repeats)
         rows.append({"row": f"{name}: direct", "events_per_s": round(n / base), "ratio": 1.0})
         for subs in (1, 10):
-            t = median(lambda make=make, subs=subs: through_relay(make, subs), repeats)
+            t = median(partial(through_relay, make, subs), repeats)
             rows.append(
                 {
                     "row": f"{name}: publish + {subs} subscriber(s)",

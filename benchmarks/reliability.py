@@ -41,7 +41,7 @@ def naive_recipe(model: Any, on_token: Callable[[str], bool], timeout: float | N
     q: queue.Queue[Any] = queue.Queue()
 
     class Handler(BaseCallbackHandler):
-        def on_llm_new_token(self, token: str, **kw: Any) -> None:
+        def on_llm_new_token(self, token: str | list[str | dict[str, Any]], **kw: Any) -> None:
             q.put(token)
 
         def on_llm_end(self, response: Any, **kw: Any) -> None:

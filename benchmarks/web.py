@@ -1,9 +1,10 @@
 """The reference apps under their real servers: `python -m benchmarks.web`.
 
 Per server: time to first byte and tokens/s through callstream (`/stream`) vs
-the same app returning the chain's native `stream()` (`/native`), medians over
-repeats in the same run; then 1,000 client disconnects (RST after the first
-token) and the worker threads left behind.
+the same app returning the chain's native `stream()` (`/native`, mounted by
+`benchmarks/webapps/`), medians over repeats in the same run; then 1,000 client
+disconnects (RST after the first token) and the worker threads left behind.
+`--quick` runs tiny sizes (the test suite uses it).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tests.web.conftest import SERVERS, AppServer
+from tests.web.servers import SERVERS, AppServer
 
-from benchmarks.__main__ import table
+from benchmarks.harness import table
+from benchmarks.webapps import APPS
 from callstream.testing import OpenAIServer
 
 
@@ -95,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--disconnects", type=int, default=1000)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--quick", action="store_true", help="one repeat, a few disconnects (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.disconnects = 1, 5
     upstream = OpenAIServer().start()
     rows = []
     leak_rows = []
-    q = "[[tokens=500,delay_ms=0]]"
+    q = "[[tokens=50,delay_ms=0]]" if args.quick else "[[tokens=500,delay_ms=0]]"
     try:
         for name in SERVERS:
-            app = AppServer(name, upstream.base_url).start()
+            app = AppServer(name, upstream.base_url, app=APPS[name]).start()
             try:
                 for route in ("/native", "/stream"):
                     one(app, route, q)  # warm-up
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 ours_tps = statistics.median(x[2] / x[1] for x in res["/stream"])
                 rows.append(
                     {
-                        **disconnect_latency(app, upstream, 50),
+                        **disconnect_latency(app, upstream, 3 if args.quick else 50),
                         "row": name,
                         "ttfb_ms_native": native_ttfb * 1e3,
                         "ttfb_ms_callstream": ours_ttfb * 1e3,

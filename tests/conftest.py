@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from callstream.sinks import SinkName
+
 settings.register_profile(
     "ci",
     deadline=None,  # timing-based deadlines cause more trouble than good on 2-core CI
@@ -19,13 +21,13 @@ settings.register_profile(
 )
 settings.load_profile("ci")
 
-SINKS = ["queue", "deque", "bounded"]
+SINKS: list[SinkName] = ["queue", "deque", "bounded"]
 FACES = ["sync", "async"]
 
 
 @pytest.fixture(params=SINKS)
-def sink(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def sink(request: pytest.FixtureRequest) -> SinkName:
+    return request.param
 
 
 @pytest.fixture(params=FACES)

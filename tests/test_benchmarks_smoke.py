@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from benchmarks.__main__ import main
 
+from tests.web.servers import SERVERS
+
 
 @pytest.mark.timeout(120)
 def test_benchmarks_quick_run(tmp_path: Path) -> None:
@@ -29,3 +31,16 @@ def test_relay_benchmark_quick_run(tmp_path: Path) -> None:
     rows = {r["row"]: r for r in results["throughput"]}
     assert rows["from_callback (raw events): publish + 10 subscriber(s)"]["events_per_s"] > 0
     assert len(results["resume"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_web_benchmark_quick_run(tmp_path: Path) -> None:
+    # every reference server, with the benchmark's own `/native` route mounted on its app
+    from benchmarks.web import main as web_main
+
+    assert web_main(["--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "web.json").read_text())
+    rows = {r["row"]: r for r in results["throughput"]}
+    assert set(rows) == set(SERVERS)
+    assert all(r["tokens_per_s_native"] > 0 and r["tokens_per_s_callstream"] > 0 for r in rows.values())

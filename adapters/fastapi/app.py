@@ -87,11 +87,6 @@ async def stream(request: Request, q: str = "") -> Response:
     return _sse(request, body)
 
 
-@app.api_route("/native", methods=GET)
-async def native(request: Request, q: str = "") -> Response:
-    return _sse(request, lambda: shared.anative_sse(q))
-
-
 @app.api_route("/agent", methods=GET)
 async def agent(request: Request, q: str = "") -> Response:
     def body() -> AsyncIterator[bytes]:
@@ -134,6 +129,33 @@ async def approval_decision(thread: str, request: Request) -> Response:
     resume = shared.decision(validation.parse_json(await _read_body(request)))
     events = callstream.aiter_callbacks(shared.approval_agent(), resume, config)
     return StreamingResponse(shared.atracked(asse(events, heartbeat=shared.HEARTBEAT)), headers=dict(SSE_HEADERS))
+
+
+async def _json_body(request: Request) -> object:
+    validation.check_content_type(request.headers.get("Content-Type"))
+    validation.check_length(request.headers.get("Content-Length"))
+    return validation.parse_json(await _read_body(request))
+
+
+@app.post("/runs")
+async def start_run(request: Request) -> Response:
+    """Start a run on this process's relay (a task on this loop); answers its key."""
+    started = await shared.astart_run(validation.run_request(await _json_body(request)))
+    return Response(json.dumps(started), status_code=202, media_type="application/json")
+
+
+@app.api_route("/runs/{key}/stream", methods=GET)
+async def run_stream(request: Request, key: str) -> Response:
+    """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
+    body = shared.arun_sse(key, request.headers.get("Last-Event-ID"))  # a 404 before any byte is sent
+    if request.method == "HEAD":
+        await body.aclose()  # type: ignore[attr-defined]
+    return _sse(request, lambda: body)
+
+
+@app.post("/runs/{key}/cancel")
+def cancel_run(key: str) -> Response:  # sync: a RedisRelay's cancel is a blocking call, run in the thread pool
+    return Response(json.dumps(shared.cancel_run(key)), status_code=202, media_type="application/json")
 
 
 @app.post("/v1/chat/completions")

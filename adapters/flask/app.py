@@ -2,7 +2,8 @@
 
 Routes (the same in all three apps): `GET /`, `GET /stream?q=`, `GET /agent?q=`,
 `GET /approval?q=&thread=`, `POST /approval/<thread>/decision`, `POST /v1/chat/completions`,
-`GET /health`. Every error is JSON (`adapters/validation.py`).
+`GET /health`, and the runs on a relay: `POST /runs`, `GET /runs/<key>/stream` (honours
+`Last-Event-ID`), `POST /runs/<key>/cancel`. Every error is JSON (`adapters/validation.py`).
 """
 
 from __future__ import annotations
@@ -64,11 +65,6 @@ def stream() -> Response:
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
 
 
-@app.get("/native")
-def native() -> Response:
-    return Response(shared.native_sse(request.args.get("q", "")), headers=SSE_HEADERS)
-
-
 @app.get("/agent")
 def agent() -> Response:
     events = callstream.iter_callbacks(shared.agent(), shared.agent_input(request.args.get("q", "")))
@@ -93,6 +89,29 @@ def approval_decision(thread: str) -> Response:
     resume = shared.decision(body)
     events = callstream.iter_callbacks(shared.approval_agent(), resume, config)
     return Response(shared.tracked(sse(events, heartbeat=shared.HEARTBEAT)), headers=SSE_HEADERS)
+
+
+def _json_body() -> object:
+    headers = request.headers
+    return validation.read_json(headers.get("Content-Type"), headers.get("Content-Length"), request.stream.read)
+
+
+@app.post("/runs")
+def start_run() -> Response:
+    """Start a run on this process's relay; the body is `{"agent": ..., "q": ...}`; answers its key."""
+    started = shared.start_run(validation.run_request(_json_body()))
+    return Response(json.dumps(started), status=202, mimetype="application/json")
+
+
+@app.get("/runs/<key>/stream")
+def run_stream(key: str) -> Response:
+    """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
+    return Response(shared.run_sse(key, request.headers.get("Last-Event-ID")), headers=SSE_HEADERS)
+
+
+@app.post("/runs/<key>/cancel")
+def cancel_run(key: str) -> Response:
+    return Response(json.dumps(shared.cancel_run(key)), status=202, mimetype="application/json")
 
 
 @app.post("/v1/chat/completions")

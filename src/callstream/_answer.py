@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
-from .events import Event
+from .events import Event, token_text
 
 __all__ = ("AnswerFilter", "StreamStats", "Summary", "ToolCall")
 
@@ -42,10 +42,9 @@ class AnswerFilter:
 
     def feed(self, event: Any) -> list[str]:
         """The answer text this item releases (usually [] or [its text])."""
-        if type(event) is str:  # from_callback items: no structure to judge by
-            return [event] if event else []
-        if type(event) is not Event:
-            return []
+        if type(event) is not Event:  # a str item (from_callback) has no structure to judge by
+            text = token_text(event)
+            return [text] if text else []
         kind, run = event.kind, event.run_id
         if kind == "token":
             if run in self._dropped:

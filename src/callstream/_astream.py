@@ -12,9 +12,9 @@ from types import TracebackType
 from typing import Any, Final, NoReturn, TypeVar
 
 from ._answer import AnswerFilter
-from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter, text_of
+from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter
 from ._stream import _as_producer, _BaseStream
-from .events import Event
+from .events import Event, token_text
 from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("AsyncStream", "afrom_callback")
@@ -94,7 +94,7 @@ class AsyncStream(_BaseStream[T]):
             self._pending = batch = await self._next_batch()
             item = batch.popleft()
         self._delivered += 1
-        if text := text_of(item):
+        if text := token_text(item):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
@@ -113,7 +113,7 @@ class AsyncStream(_BaseStream[T]):
                     continue
             item = batch.popleft()
             self._delivered += 1
-            if text := text_of(item):
+            if text := token_text(item):
                 parts.append(text)
             yield item
 
@@ -198,7 +198,7 @@ class AsyncStream(_BaseStream[T]):
                 while batch:
                     item = pop()
                     self._delivered += 1
-                    if type(item) is Event:  # text_of(), inlined: this runs per token
+                    if type(item) is Event:  # token_text(), inlined: this runs per token
                         text = item.text if item.kind == "token" else None
                     else:
                         text = item if type(item) is str else None

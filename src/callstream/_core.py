@@ -25,7 +25,6 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from ._answer import StreamStats
 from .errors import StreamTimeout, TimeoutName
-from .events import Event
 from .sinks import Cancelled, Sink, SinkName, SinkStatistics, make_sink
 
 T = TypeVar("T")
@@ -85,15 +84,6 @@ def add_note(exc: BaseException, note: str) -> None:
             return
     if isinstance(notes, list):
         notes.append(note)
-
-
-def text_of(item: object) -> str | None:
-    """The token text an item carries: a `str` item, or a token `Event`'s text."""
-    if type(item) is str:
-        return item
-    if type(item) is Event and item.kind == "token":
-        return item.text
-    return None
 
 
 class _Core(Generic[R]):

@@ -28,6 +28,7 @@ from ._memory_store import MemoryStore
 from ._relay_store import Batch, Outcome, RelayStatus, RelayStore
 from ._stream import Stream, _BaseStream
 from .events import Event
+from .sinks import SinkName
 
 __all__ = ("MemoryRelay", "Relay")
 
@@ -40,6 +41,8 @@ _READ_SLICE: Final = 0.25
 _MAX_UNREAD: Final = 1024
 #: The most events one read takes from the store.
 _READ_CHUNK: Final = 256
+#: A subscription's sink: the reader thread appends, the consumer pops (lock-free while both run).
+_SINK: Final[SinkName] = "deque"
 
 
 def check_key(key: object) -> str:
@@ -422,7 +425,7 @@ class Relay:
         def follow(emit: Callable[[Any], None]) -> Any:
             return self._follow(core, key, after, emit)
 
-        core = _Core(follow, "queue", timeouts)
+        core = _Core(follow, _SINK, timeouts)
         return Stream(core)
 
     def asubscribe(
@@ -449,7 +452,7 @@ class Relay:
         async def afollow(emit: Callable[[Any], None]) -> Any:
             return await self._afollow(core, key, after, emit)
 
-        core = _Core(follow, "queue", timeouts, aproducer=afollow)
+        core = _Core(follow, _SINK, timeouts, aproducer=afollow)
         return AsyncStream(core)
 
     def _check_subscription(
@@ -491,7 +494,8 @@ class Relay:
                 after = self._deliver(core, batch, after, emit)
                 if batch.outcome is not None:
                     return self._ending(core, batch.outcome)
-                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:
+                # A sink has no "drained" signal to await: back off as the sync twin does.
+                while core.sink.statistics().buffered >= _MAX_UNREAD and not core.stopping:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
             return None
         finally:

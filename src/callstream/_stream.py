@@ -22,9 +22,8 @@ from ._core import (
     _State,
     add_note,
     check_state_for_enter,
-    text_of,
 )
-from .events import Event
+from .events import Event, token_text
 from .sinks import Sink, SinkName, SinkStatistics
 
 __all__ = ("Stream", "from_callback")
@@ -196,7 +195,7 @@ class Stream(_BaseStream[T]):
             self._pending = batch = self._next_batch()
             item = batch.popleft()
         self._delivered += 1
-        if text := text_of(item):
+        if text := token_text(item):
             self._parts.append(text)
         return item  # type: ignore[no-any-return]
 
@@ -212,7 +211,7 @@ class Stream(_BaseStream[T]):
             while batch:  # the same deque as self._pending: close() empties it
                 item = pop()
                 self._delivered += 1
-                if type(item) is str:
+                if type(item) is str:  # token_text(), inlined: this runs per item
                     if item:
                         parts.append(item)
                 elif type(item) is Event and item.kind == "token" and item.text:
@@ -312,7 +311,7 @@ class Stream(_BaseStream[T]):
                 while batch:
                     item = pop()
                     self._delivered += 1
-                    if type(item) is Event:  # text_of(), inlined: this runs per token
+                    if type(item) is Event:  # token_text(), inlined: this runs per token
                         text = item.text if item.kind == "token" else None
                     else:
                         text = item if type(item) is str else None

@@ -1,4 +1,10 @@
-"""`Event`: one LangChain callback, as a small immutable value."""
+"""`Event`: one LangChain callback, as a small immutable value; what a token item is.
+
+A *token item* is what `tokens()` yields text from, what `stream.text` joins,
+and the only kind of item a `BoundedSink` may drop or merge: a `str` item (from
+`from_callback`), or an `Event` of kind `"token"`. `token_text(item)` is the one
+definition; `merge_tokens(first, later)` joins two adjacent token items.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-__all__ = ("Event", "EventKind")
+__all__ = ("Event", "EventKind", "merge_tokens", "token_text")
 
 EventKind = Literal[
     "token",
@@ -133,17 +139,50 @@ class Event(NamedTuple):
             "data": dict(self.data) if isinstance(self.data, Mapping) else self.data,
         }
 
-    def _merge(self, later: Event) -> Event | None:
-        """Merge two token events of the same run into one, or return None."""
-        if later.kind != "token" or later.run_id != self.run_id:
-            return None
-        chunk = self.chunk
+
+def token_text(item: object) -> str | None:
+    """The text a token item carries, or None for any other item.
+
+    A `str` item is its own text; a token `Event` carries `event.text` (`""`
+    for a tool-call or closing chunk, which is still a token item). Nothing
+    else is a token item: not a `str` subclass, not another kind of event.
+
+    The stream's hot loops inline this test; `tests/unit/test_token_items.py`
+    checks that they agree with it.
+    """
+    if type(item) is str:
+        return item
+    if type(item) is Event and item.kind == "token":
+        return item.text
+    return None
+
+
+def merge_tokens(first: object, later: object) -> object | None:
+    """Merge two adjacent token items into one, or return None when they do not merge.
+
+    Two `str` items are concatenated. Two token events merge when they belong
+    to the same run: the text is joined and the chunks are added (`chunk +
+    chunk`, as LangChain aggregates a stream); chunks that cannot be added are
+    not merged. Anything else does not merge. `BoundedSink(overflow="coalesce")`
+    uses it by default.
+    """
+    if type(first) is str and type(later) is str:
+        return first + later
+    if (
+        type(first) is Event
+        and type(later) is Event
+        and first.kind == "token"
+        and later.kind == "token"
+        and first.run_id == later.run_id
+    ):
+        chunk = first.chunk
         if chunk is not None and later.chunk is not None:
             try:
                 chunk = chunk + later.chunk
             except Exception:  # chunk types that cannot be added are not merged
                 return None
-        data = dict(self.data)
+        data = dict(first.data)
         if chunk is not None:
             data["chunk"] = chunk
-        return self._replace(text=self.text + later.text, chunk=chunk, data=data)
+        return first._replace(text=first.text + later.text, chunk=chunk, data=data)
+    return None

@@ -73,7 +73,7 @@ from ._web import (
     safe,
     utf8,
 )
-from .events import Event
+from .events import Event, token_text
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionChunk
@@ -154,17 +154,16 @@ class _ChunkBuilder:
         return out
 
     def item(self, item: Any) -> list[dict[str, Any]]:
-        if type(item) is str:
-            return self._deltas({"content": item}) if item else []
+        text = token_text(item)
+        if text is not None:  # a token item: a str, or a token Event
+            if self.tool_calls and type(item) is Event:
+                self._collect(item)
+            return self._deltas({"content": text}) if text else []
         if not isinstance(item, Event):
             return []
         if item.kind == "interrupt":
             self.interrupt = safe(item.data)
             return []
-        if item.kind == "token":
-            if self.tool_calls:
-                self._collect(item)
-            return self._deltas({"content": item.text}) if item.text else []
         if not self.tool_calls:
             return []
         if item.kind == "llm_start":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, final, get_args, runtime_checkable
 
 from .errors import StreamOverflow
-from .events import Event
+from .events import merge_tokens, token_text
 
 __all__ = (
     "BoundedSink",
@@ -118,18 +118,9 @@ class Sink(Protocol):
         ...
 
 
-def _droppable(item: object) -> bool:
-    """Only token items may be dropped or merged: `str`, or token `Event`s."""
-    return type(item) is str or (type(item) is Event and item.kind == "token")
-
-
-def _merge(first: object, later: object) -> object | None:
-    """Merge two adjacent token items, or return None when they do not merge."""
-    if type(first) is str and type(later) is str:
-        return first + later
-    if type(first) is Event and first.kind == "token" and type(later) is Event:
-        return first._merge(later)
-    return None
+def _is_token(item: object) -> bool:
+    """`BoundedSink`'s default `droppable`: the token items (`callstream.events.token_text`)."""
+    return token_text(item) is not None
 
 
 def _fire(fn: Callable[[], None] | None) -> None:
@@ -367,9 +358,19 @@ class BoundedSink:
 
             Only token items (`str`, or token `Event`s) are ever dropped or
             merged; every other item is kept, even past `maxsize`.
+        droppable: `droppable(item)` says whether a policy may drop or merge
+            `item`; None (the default): the token items, those for which
+            `callstream.events.token_text(item)` is not None.
+        merge: `merge(first, later)` merges two adjacent droppable items
+            into one, or returns None when they do not merge; None (the
+            default): `callstream.events.merge_tokens`. Both hooks run in
+            the producer's thread, under the sink's lock: keep them quick.
+
+    The sink never looks inside items itself: these two hooks are its only
+    judgement of them, so a sink of your own payloads can be bounded too.
 
     Raises:
-        TypeError: `maxsize` is not an int.
+        TypeError: `maxsize` is not an int, or a hook is neither callable nor None.
         ValueError: `maxsize` is negative, `overflow` is unknown, or
             `maxsize=0` with a policy other than `"block"`.
     """
@@ -381,10 +382,12 @@ class BoundedSink:
         "_coalesced",
         "_cond",
         "_consumers",
+        "_droppable",
         "_dropped",
         "_finished",
         "_lock",
         "_maxsize",
+        "_merge",
         "_out",
         "_overflow",
         "_peak",
@@ -394,7 +397,14 @@ class BoundedSink:
         "_wakeup",
     )
 
-    def __init__(self, maxsize: int = 256, overflow: OverflowPolicy = "block") -> None:
+    def __init__(
+        self,
+        maxsize: int = 256,
+        overflow: OverflowPolicy = "block",
+        *,
+        droppable: Callable[[Any], bool] | None = None,
+        merge: Callable[[Any, Any], Any | None] | None = None,
+    ) -> None:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
             raise TypeError(f"maxsize must be an int >= 0, not {type(maxsize).__name__}")
         if maxsize < 0:
@@ -403,6 +413,11 @@ class BoundedSink:
             raise ValueError(f"overflow must be one of {', '.join(map(repr, _POLICIES))}; got {overflow!r}")
         if maxsize == 0 and overflow != "block":
             raise ValueError(f'maxsize=0 (rendezvous) needs overflow="block", not {overflow!r}')
+        for name, hook in (("droppable", droppable), ("merge", merge)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable or None, not {type(hook).__name__}")
+        self._droppable = _is_token if droppable is None else droppable
+        self._merge = merge_tokens if merge is None else merge
         self._maxsize = maxsize
         self._overflow: OverflowPolicy = overflow
         self._room = maxsize or 1
@@ -467,27 +482,28 @@ class BoundedSink:
         buf = self._buf
         room = self._room
         policy = self._overflow
+        droppable, merge = self._droppable, self._merge
         if policy == "error":
             raise StreamOverflow(f"BoundedSink(maxsize={self._maxsize}) is full")
-        if policy == "drop_newest" and _droppable(item):
+        if policy == "drop_newest" and droppable(item):
             self._dropped += 1
             return False
-        if policy == "drop_oldest" and _droppable(item):
+        if policy == "drop_oldest" and droppable(item):
             for i, old in enumerate(buf):
-                if _droppable(old):
+                if droppable(old):
                     del buf[i]
                     self._dropped += 1
                     return True
             self._dropped += 1  # nothing older can go: the newest token goes
             return False
-        if policy == "coalesce" and _droppable(item):
-            merged = _merge(buf[-1], item)
+        if policy == "coalesce" and droppable(item):
+            merged = merge(buf[-1], item) if droppable(buf[-1]) else None
             if merged is not None:
                 buf[-1] = merged
                 self._coalesced += 1
                 return False
             for i in range(len(buf) - 1):
-                merged = _merge(buf[i], buf[i + 1])
+                merged = merge(buf[i], buf[i + 1]) if droppable(buf[i]) and droppable(buf[i + 1]) else None
                 if merged is not None:
                     buf[i] = merged
                     del buf[i + 1]

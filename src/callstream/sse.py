@@ -50,7 +50,7 @@ from typing import Any, Final, get_args
 from ._astream import AsyncStream
 from ._stream import Stream
 from ._web import IDLE, PING, aencode, check, default_error_message, encode, format_sse, json_text, logger, safe
-from .events import Event, EventKind
+from .events import Event, EventKind, token_text
 
 __all__ = (
     "DEFAULT_KINDS",
@@ -131,17 +131,19 @@ class Encoder:
 
     def payload(self, item: Any) -> tuple[str, dict[str, Any]] | None:
         """The event name and JSON payload for an item, or None to skip it."""
-        if type(item) is str:
-            return ("token", {"text": item}) if item or self.include_empty else None
+        text = token_text(item)
+        if text is not None:  # a token item: a str, or a token Event
+            if not (text or self.include_empty):
+                return None
+            if type(item) is str:
+                return "token", {"text": text}
         if not isinstance(item, Event):
             return "item", {"data": safe(item)}
         if item.kind not in self.kinds:
             return None
         base: dict[str, Any] = {"name": item.name, "run_id": item.run_id}
-        if item.kind == "token":
-            if not item.text and not self.include_empty:
-                return None
-            return "token", {"text": item.text, **base}
+        if text is not None:
+            return "token", {"text": text, **base}
         if item.kind == "custom":
             return "custom", {**base, "data": safe(item.data)}
         data = {k: safe(v) if k != "error" else type(v).__name__ for k, v in item.data.items()}

@@ -40,7 +40,7 @@ def load_docs_app() -> FastAPI:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.app  # type: ignore[no-any-return]
+    return module.app
 
 
 def upstream_app(base_url: str) -> FastAPI:

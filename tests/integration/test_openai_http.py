@@ -14,6 +14,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 import callstream
 from callstream.testing import OpenAIServer
@@ -30,7 +31,7 @@ def model(server: OpenAIServer, **opts: Any) -> tuple[ChatOpenAI, str]:
     # (each test runs its own asyncio.run).
     chat = ChatOpenAI(
         base_url=server.base_url,
-        api_key="test-key",
+        api_key=SecretStr("test-key"),
         model=f"scripted:{spec}",
         max_retries=0,
         http_async_client=httpx.AsyncClient(),
@@ -41,7 +42,7 @@ def model(server: OpenAIServer, **opts: Any) -> tuple[ChatOpenAI, str]:
 def test_chat_openai_streams_and_output_matches_invoke(openai_server: OpenAIServer, face: str) -> None:
     chat, tag = model(openai_server, tokens=30)
     chain = ChatPromptTemplate.from_template("{q}") | chat | StrOutputParser()
-    stream = (callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks)(chain, {"q": "hi"})
+    stream: Any = (callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks)(chain, {"q": "hi"})
     if face == "sync":
         with stream as s:
             toks = list(s.tokens())
@@ -227,7 +228,7 @@ def test_answer_only_and_summary_over_http(openai_server: OpenAIServer, face: st
     agent = create_agent(chat, tools=[multiply])
     inputs = {"messages": [("user", "2 times 2?")]}
     fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
-    stream = fn(agent, inputs)
+    stream: Any = fn(agent, inputs)  # the face decides which
     if face == "sync":
         text = "".join(stream.tokens(answer_only=True))
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 import callstream
 from callstream import Event, MemoryRelay
 from callstream._relay import Relay
+from callstream.sinks import SinkName
 
 #: the published stream's sink; the drop policies drop only what they drop in a direct read
-PUBLISHED_SINKS = {
+PUBLISHED_SINKS: dict[str, Callable[[], SinkName | callstream.Sink]] = {
     "queue": lambda: "queue",
     "deque": lambda: "deque",
     "bounded": lambda: "bounded",

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import callstream
+from callstream.sinks import SinkName
 from tests.conftest import SINKS, wait_for_no_workers
 from tests.helpers import make, run
 from tests.property.strategies import item_lists, items
@@ -94,7 +95,7 @@ class StreamMachine(RuleBasedStateMachine):
             self.ack.set()
 
     @initialize(sink=st.sampled_from(SINKS), timed=st.booleans())
-    def start(self, sink: str, timed: bool) -> None:
+    def start(self, sink: SinkName, timed: bool) -> None:
         limit = 0.3 if timed else None
         self.stream = callstream.from_callback(self._producer, sink=sink, timeout=limit)
         self.stream.__enter__()

@@ -35,7 +35,7 @@ def agent_of(model: ScriptedChatModel, tools: list[Any] | None = None) -> Any:
 
 def answer(face: str, runnable: Any, inputs: Any, **kw: Any) -> tuple[str, Any]:
     fn = callstream.iter_callbacks if face == "sync" else callstream.aiter_callbacks
-    stream = fn(runnable, inputs)
+    stream: Any = fn(runnable, inputs)  # the face decides which
     if face == "sync":
         return "".join(stream.tokens(answer_only=True, **kw)), stream
 

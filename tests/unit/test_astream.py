@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 import callstream
+from callstream.sinks import SinkName
 from tests.helpers import Counter
 
 
 @pytest.mark.parametrize("sink", ["queue", "deque", "bounded"])
-def test_task_cancel_propagates_and_stops_producer(sink: str) -> None:
+def test_task_cancel_propagates_and_stops_producer(sink: SinkName) -> None:
     counter = Counter(10, stall_after=1)  # F42
 
     async def consume() -> None:

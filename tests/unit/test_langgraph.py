@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
@@ -50,7 +51,7 @@ def answer_tokens(face: str, runnable: Any, input: Any, config: Any) -> tuple[st
     return asyncio.run(go()), stream
 
 
-def thread(name: str) -> dict[str, Any]:
+def thread(name: str) -> RunnableConfig:
     return {"configurable": {"thread_id": name}}
 
 
@@ -146,7 +147,9 @@ def test_state_graph_interrupt_then_resume(face: str) -> None:
     assert row["parent_ids"] == [] and row["name"] == "LangGraph"
 
     # stream-writer data: custom events of the node that wrote them, in order with its tokens
-    shown = [(e.kind, e.text if e.kind == "token" else e.data) for e in events if e.kind in ("custom", "token")]
+    shown: list[tuple[str, Any]] = [
+        (e.kind, e.text if e.kind == "token" else e.data) for e in events if e.kind in ("custom", "token")
+    ]
     assert shown[0] == ("custom", {"step": "drafting"}) and shown[-1] == ("custom", {"step": "drafted"})
     assert "".join(t for k, t in shown[1:-1] if k == "token") == "Dear Bob"
     draft_run = next(e for e in events if e.kind == "chain_start" and e.name == "draft")
@@ -311,7 +314,7 @@ def test_hitl_agent_approve_edit_reject(face: str, choice: str, mode: str) -> No
     assert [t.name for t in stream.summary.tool_calls] == ([] if choice == "reject" else ["send_email"])
 
 
-def graph_interrupt_ids(graph: Any, config: dict[str, Any]) -> list[str]:
+def graph_interrupt_ids(graph: Any, config: RunnableConfig) -> list[str]:
     return [i.id for i in graph.get_state(config).interrupts]
 
 
@@ -451,7 +454,7 @@ ANSWER = "Approved and done."
 FINAL = {"log": ["human: yes", ANSWER, "done"]}
 
 
-def paused_graph(face: str, model: ScriptedChatModel) -> tuple[Any, dict[str, Any]]:
+def paused_graph(face: str, model: ScriptedChatModel) -> tuple[Any, RunnableConfig]:
     graph, config = act_graph(model), thread("r")
     _, stream = collect(face, graph, {"log": []}, config)
     assert stream.status == "interrupted"
@@ -461,7 +464,7 @@ def paused_graph(face: str, model: ScriptedChatModel) -> tuple[Any, dict[str, An
     return graph, config
 
 
-def still_paused(graph: Any, config: dict[str, Any]) -> None:
+def still_paused(graph: Any, config: RunnableConfig) -> None:
     wait_for_no_workers()  # the cancelled run has saved what it saves
     state = graph.get_state(config)
     assert state.next == ("act",) and [i.value for i in state.interrupts] == ["Go?"] and state.values == {"log": []}

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import callstream
+from callstream.sinks import SinkName
 
 Op = tuple[str, int]
 
@@ -29,7 +31,7 @@ ops = st.lists(
     max_size=30,
 ).map(lambda xs: [(kind, i) for i, (kind, _) in enumerate(xs)])
 
-SINKS = {
+SINKS: dict[str, Callable[[], SinkName | callstream.Sink]] = {
     "queue": lambda: "queue",
     "deque": lambda: "deque",
     "bounded": lambda: callstream.BoundedSink(2),

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
 import callstream
+from callstream.sinks import SinkName
 from tests.helpers import drain_into, run
 
 
@@ -246,7 +247,7 @@ def _loop_errors(loop: asyncio.AbstractEventLoop) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("sink", ["queue", "deque", "bounded"])
-def test_asyncio_protocol_burst_nothing_lost_loop_never_blocked(sink: str) -> None:
+def test_asyncio_protocol_burst_nothing_lost_loop_never_blocked(sink: SinkName) -> None:
     async def go() -> None:
         errors = _loop_errors(asyncio.get_running_loop())
         server = await tcp_server("burst", asyncio.Event())

@@ -231,9 +231,9 @@ def test_unknown_keys_gaps_and_bad_arguments_are_clear(face: str, make_relay: An
 def test_publish_checks_the_stream_and_the_key(make_relay: Any) -> None:
     relay = make_relay()
     with pytest.raises(TypeError, match="apublish"):
-        relay.publish(callstream.afrom_callback(Counter(1)))  # type: ignore[arg-type]
+        relay.publish(callstream.afrom_callback(Counter(1)))
     with pytest.raises(TypeError, match="takes a Stream"):
-        relay.publish(["a"])  # type: ignore[arg-type]
+        relay.publish(["a"])
     stream = callstream.from_callback(Counter(1))
     list(stream)
     with pytest.raises(ValueError, match="unstarted"):
@@ -321,6 +321,7 @@ def test_cancel_from_a_subscriber_stops_the_run(face: str, make_relay: Any) -> N
 
 
 def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face: str, make_relay: Any) -> None:
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import Command, interrupt
@@ -337,7 +338,7 @@ def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face
     graph.add_edge(START, "ask")
     graph.add_edge("ask", END)
     app = graph.compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "t1"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
     relay = make_relay()
     key = relay.publish(callstream.iter_callbacks(app, {"answer": ""}, config))
     finished(relay, key)
@@ -501,7 +502,7 @@ def test_apublish_and_arun_run_on_the_loop(make_relay: Any) -> None:
 
     async def go() -> None:
         with pytest.raises(TypeError, match=r"relay\.publish"):
-            await relay.apublish(callstream.from_callback(Counter(1)))  # type: ignore[arg-type]
+            await relay.apublish(callstream.from_callback(Counter(1)))
         key = await relay.apublish(callstream.afrom_callback(producer))
         async with relay.asubscribe(key) as sub:
             got = [e.text async for e in sub]

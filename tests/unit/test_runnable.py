@@ -17,11 +17,12 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableLambda, RunnableParallel
+from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableParallel
 from langchain_core.tools import tool
 
 import callstream
 from callstream import Event
+from callstream.sinks import SinkName
 from callstream.testing import ScriptedChatModel, ScriptedLLM, agent_script, tool_call
 from tests.helpers import drain_into
 
@@ -134,7 +135,7 @@ def test_create_agent_streams_answer_and_tool_events(face: str) -> None:
     assert tool_events == [("tool_start", "add"), ("tool_end", "add")]
     calls = [e.chunk for e in events if e.kind == "token" and e.chunk is not None and e.chunk.tool_call_chunks]
     assert calls and calls[0].tool_call_chunks[0]["name"] == "add"
-    expected = agent.invoke(inputs)
+    expected = agent.invoke(inputs)  # type: ignore[call-overload]  # message dicts, coerced at run time
     assert [(type(m), m.content) for m in stream.output["messages"]] == [
         (type(m), m.content) for m in expected["messages"]
     ]
@@ -278,7 +279,7 @@ def test_filters_like_astream_events() -> None:
     no_final = list(callstream.iter_callbacks(chain, {"x": 1}, exclude_tags=["final"]))
     assert not [e for e in no_final if e.kind == "token"]
     with pytest.raises(TypeError, match="list of strings"):
-        callstream.iter_callbacks(chain, {}, include_names="answerer")  # type: ignore[arg-type]
+        callstream.iter_callbacks(chain, {}, include_names="answerer")
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -425,7 +426,7 @@ def test_contextvars_reach_tools_and_nested_invoke_without_config() -> None:
     model = ScriptedChatModel(respond=agent_script(tool="whoami", args={"a": 1}, answer="id={result}"))
     agent = create_agent(model, tools=[whoami])
     inner = ScriptedChatModel(responses=["nested"])
-    nested = RunnableLambda(lambda x: inner.invoke(x))  # F38: no config passed on
+    nested: RunnableLambda[Any, Any] = RunnableLambda(lambda x: inner.invoke(x))  # F38: no config passed on
     token = REQUEST_ID.set("req-42")
     try:
         text = "".join(callstream.iter_callbacks(agent, {"messages": [("user", "hi")]}).tokens())
@@ -440,7 +441,7 @@ class Recorder(BaseCallbackHandler):
         self.tokens: list[str] = []
         self.ends = 0
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, **kwargs: Any) -> None:
         self.tokens.append(token)
 
     def on_llm_end(self, response: Any, **kwargs: Any) -> None:
@@ -451,7 +452,7 @@ def test_user_callbacks_still_run_and_nothing_shared_is_mutated() -> None:
     # F39
     model = ScriptedChatModel(responses=["abc"])
     user = Recorder()
-    config: dict[str, Any] = {"callbacks": [user], "tags": ["mine"]}
+    config: RunnableConfig = {"callbacks": [user], "tags": ["mine"]}
     before = dict(config)
     assert list(callstream.iter_callbacks(model, "hi", config=config).tokens()) == ["a", "b", "c"]
     assert user.tokens[:3] == ["a", "b", "c"] and user.ends == 1
@@ -621,7 +622,7 @@ def worker_threads() -> list[str]:
 
 
 @pytest.mark.parametrize(("sink", "threaded"), [("queue", False), ("deque", False), ("bounded", True)])
-def test_aiter_callbacks_runs_on_the_loop_unless_the_sink_can_block(sink: str, threaded: bool) -> None:
+def test_aiter_callbacks_runs_on_the_loop_unless_the_sink_can_block(sink: SinkName, threaded: bool) -> None:
     model = ScriptedChatModel(responses=["abc"], delay=0.01)
 
     async def go() -> tuple[str, list[str]]:

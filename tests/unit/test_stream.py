@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import callstream
-from callstream.sinks import Cancelled
+from callstream.sinks import Cancelled, SinkName
 from tests.helpers import Counter, DelegatingSink, make, run, run_tokens, wait_until
 
 
@@ -239,7 +239,7 @@ def test_second_enter_raises(face: str) -> None:
         asyncio.run(go())
 
 
-def test_abandoned_stream_cancelled_by_refcount(sink: str) -> None:
+def test_abandoned_stream_cancelled_by_refcount(sink: SinkName) -> None:
     counter = Counter(100_000, delay=0.0005)  # F11
     stream = callstream.from_callback(counter, sink=sink)
     next(stream)
@@ -302,7 +302,7 @@ def test_close_from_other_thread_wakes_consumer(face: str, sink: str) -> None:
     assert counter.finished.wait(2)
 
 
-def test_generator_exit_through_web_wrapper(sink: str) -> None:
+def test_generator_exit_through_web_wrapper(sink: SinkName) -> None:
     counter = Counter(100_000, delay=0.0005)  # F15
 
     def body() -> Any:
@@ -353,7 +353,7 @@ def test_blocked_producer_released_by_close(face: str) -> None:
     assert bounded.statistics().producers_waiting == 0
 
 
-def test_puts_after_close_rejected_and_buffer_freed(sink: str) -> None:
+def test_puts_after_close_rejected_and_buffer_freed(sink: SinkName) -> None:
     import weakref
 
     class Big:
@@ -483,7 +483,7 @@ def test_bad_arguments_raise_value_error(face: str, kw: dict[str, Any]) -> None:
 
 def test_bad_types_raise_type_error(face: str) -> None:
     with pytest.raises(TypeError, match="producer must be callable"):
-        make(face, 42)
+        make(face, 42)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match="Sink instance"):
         make(face, Counter(1), sink=object())
 
@@ -528,10 +528,10 @@ def test_the_wrong_face_gets_a_hint() -> None:
 
     async def misuse() -> None:
         with pytest.raises(TypeError, match="use `for`, not `async for`"):
-            async for _ in sync:  # type: ignore[attr-defined]
+            async for _ in sync:
                 pass
         with pytest.raises(TypeError, match="use `with`, not `async with`"):
-            async with sync:  # type: ignore[attr-defined]
+            async with sync:
                 pass
 
     asyncio.run(misuse())

@@ -12,7 +12,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from tests.helpers import dump_dom
-from tests.web.conftest import MAX_BODY, AppServer
+from tests.web.servers import MAX_BODY, AppServer
 from tests.web.test_bad_requests import JSON, check_error
 
 _threads = itertools.count()
@@ -99,7 +99,7 @@ def test_page_shows_the_question_and_the_click_resumes_in_headless_chromium(
     app: AppServer, tmp_path: Any, choice: str
 ) -> None:
     # `decide` makes the page click the button itself once the question is shown.
-    url = app.url + f"/?autorun=1&route=/approval&q=email&decide={choice}"
+    url = app.url + f"/?autorun=1&agent=approval&q=email&decide={choice}"
     dom, stderr = dump_dom(url, tmp_path)
     assert "done: completed" in dom, stderr[-2000:] + dom[-2000:]
     assert 'Allow send_email({"to":"otters","subject":"otters"})?' in dom  # the question was shown

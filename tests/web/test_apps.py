@@ -19,7 +19,7 @@ from httpx_sse import connect_sse
 
 from callstream.testing import OpenAIServer
 from tests.helpers import dump_dom
-from tests.web.conftest import AppServer
+from tests.web.servers import AppServer
 
 _tags = itertools.count()
 
@@ -170,7 +170,7 @@ def test_fifty_concurrent_clients_get_their_own_streams(app: AppServer) -> None:
 @pytest.mark.parametrize("app", ["fastapi-uvicorn"], indirect=True)
 def test_page_renders_stream_in_headless_chromium(app: AppServer, tmp_path: Any) -> None:
     # The model says a few words before its tool call: the page takes them back on the `preamble` event.
-    url = app.url + "/?autorun=1&route=/agent&q=" + quote("[[preamble=Let me check that for you.]] weather")
+    url = app.url + "/?autorun=1&agent=agent&q=" + quote("[[preamble=Let me check that for you.]] weather")
     dom, stderr = dump_dom(url, tmp_path)
     assert "done: completed" in dom, stderr[-2000:]
     assert "→ get_weather" in dom

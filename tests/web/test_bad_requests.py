@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from callstream.testing import OpenAIServer
-from tests.web.conftest import MAX_BODY, AppServer
+from tests.web.servers import MAX_BODY, AppServer
 from tests.web.test_apps import tag
 
 CHAT = "/v1/chat/completions"
@@ -123,7 +123,9 @@ def _content(value: Any) -> bytes:
     return value if isinstance(value, bytes) else json.dumps(value).encode()
 
 
-def check_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict:
+def check_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     """The response is `status` with an OpenAI-shaped JSON error, and nothing it should not hold."""
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["content-type"].startswith("application/json"), response.headers
@@ -207,7 +209,7 @@ def test_chunked_body_within_the_limit_is_read(http: httpx.Client) -> None:
     assert response.json()["choices"][0]["message"]["content"] == "".join(f"w{i} " for i in range(20))
 
 
-ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", "/native": "GET", CHAT: "POST"}
+ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", CHAT: "POST"}
 
 
 @pytest.mark.parametrize(
@@ -220,7 +222,6 @@ ROUTES = {"/": "GET", "/health": "GET", "/stream": "GET", "/agent": "GET", "/nat
         ("POST", "/agent"),
         ("PUT", "/health"),
         ("POST", "/"),
-        ("DELETE", "/native"),
         ("PATCH", "/stream"),
     ],
 )
@@ -237,7 +238,7 @@ def test_unknown_route_is_404(http: httpx.Client, path: str) -> None:
     check_error(http.post(path, content=b"{}", headers=JSON), 404, "not_found")
 
 
-@pytest.mark.parametrize("path", ["/stream", "/agent", "/native", "/", "/health"])
+@pytest.mark.parametrize("path", ["/stream", "/agent", "/", "/health"])
 def test_head_is_not_an_error(http: httpx.Client, openai_server: OpenAIServer, path: str) -> None:
     t = tag()
     response = http.head(path + "?q=" + quote(f"[[tag={t}]]"))

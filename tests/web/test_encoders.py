@@ -61,13 +61,12 @@ def test_relay_events_carry_their_id_and_nothing_else_does(face: str) -> None:
     relay = callstream.MemoryRelay()
     key = relay.reserve()
     relay.run(callstream.from_callback(Counter(3)), key=key)  # ended: id "1" was issued
-    subscription = relay.subscribe(key, after="1") if face == "sync" else relay.asubscribe(key, after="1")
+    subscription: Any = relay.subscribe(key, after="1") if face == "sync" else relay.asubscribe(key, after="1")
     raw = collect(face, (sse if face == "sync" else asse)(subscription))
     assert raw.count(b"id: ") == 2 and b"id: 2\n" in raw and b"id: 3\n" in raw
     assert raw.endswith(b'event: done\ndata: {"status": "completed"}\n\n')
-    lines = collect(
-        face, (ndjson if face == "sync" else andjson)(relay.subscribe(key) if face == "sync" else relay.asubscribe(key))
-    )
+    subscription = relay.subscribe(key) if face == "sync" else relay.asubscribe(key)
+    lines = collect(face, (ndjson if face == "sync" else andjson)(subscription))
     assert [json.loads(line).get("id") for line in lines.splitlines()] == ["1", "2", "3", None]
 
 
@@ -120,7 +119,7 @@ def test_closing_the_body_closes_the_stream() -> None:
     counter = Counter(100_000, delay=0.0005)
     body = sse(callstream.from_callback(counter))
     next(body)
-    body.close()  # what a WSGI server does when the client leaves
+    body.close()  # type: ignore[attr-defined]  # what a WSGI server does when the client leaves (sse() is typed Iterator)
     assert counter.finished.wait(2)
 
 
@@ -161,8 +160,8 @@ def test_openai_chunks_objects_and_tool_calls(face: str) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hi"
     calls = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
-    assert calls[0].function.name == "add" and calls[0].id == "call_add"
-    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"a": 1}
+    assert calls[0].function is not None and calls[0].function.name == "add" and calls[0].id == "call_add"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls if tc.function)) == {"a": 1}
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 

@@ -7,10 +7,12 @@ urlpatterns = [
     path("health", views.health),
     path("stream", views.stream),
     path("agent", views.agent),
-    path("native", views.native),
     path("approval", views.approval),
     path("approval/<str:thread>/decision", views.approval_decision),
     path("v1/chat/completions", views.chat_completions),
+    path("runs", views.start_run),
+    path("runs/<str:key>/stream", views.run_stream),
+    path("runs/<str:key>/cancel", views.cancel_run),
 ]
 
 # JSON instead of Django's HTML error pages

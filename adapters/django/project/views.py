@@ -82,13 +82,6 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @route("GET")
-def native(request: HttpRequest) -> StreamingHttpResponse:
-    q = request.GET.get("q", "")
-    body = shared.anative_sse(q) if isinstance(request, ASGIRequest) else shared.native_sse(q)
-    return StreamingHttpResponse(body, headers=SSE_HEADERS)
-
-
-@route("GET")
 def agent(request: HttpRequest) -> StreamingHttpResponse:
     return _sse_response(request, shared.agent(), shared.agent_input(request.GET.get("q", "")))
 
@@ -108,7 +101,7 @@ def _reader(request: HttpRequest) -> Callable[[int], bytes]:
     if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         stream = meta.get("wsgi.input")
         if stream is not None:
-            return stream.read  # type: ignore[no-any-return]
+            return stream.read
     return request.read
 
 
@@ -121,6 +114,31 @@ def approval_decision(request: HttpRequest, thread: str) -> HttpResponse:
         validation.read_json(meta.get("CONTENT_TYPE"), meta.get("CONTENT_LENGTH"), _reader(request))
     )
     return _sse_response(request, shared.approval_agent(), resume, config)
+
+
+def _json(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(data), status=status, content_type="application/json")
+
+
+@route("POST")
+def start_run(request: HttpRequest) -> HttpResponse:
+    """Start a run on this process's relay (a worker thread, under WSGI and ASGI alike); answers its key."""
+    meta = request.META
+    body = validation.read_json(meta.get("CONTENT_TYPE"), meta.get("CONTENT_LENGTH"), _reader(request))
+    return _json(shared.start_run(validation.run_request(body)), status=202)
+
+
+@route("GET")
+def run_stream(request: HttpRequest, key: str) -> StreamingHttpResponse:
+    """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
+    last = request.headers.get("Last-Event-ID")
+    body = shared.arun_sse(key, last) if isinstance(request, ASGIRequest) else shared.run_sse(key, last)
+    return StreamingHttpResponse(body, headers=SSE_HEADERS)
+
+
+@route("POST")
+def cancel_run(request: HttpRequest, key: str) -> HttpResponse:
+    return _json(shared.cancel_run(key), status=202)
 
 
 @route("POST")
