@@ -270,6 +270,37 @@ def test_a_producer_that_lost_its_lease_stops_and_writes_nothing_more(relay: Red
     length = raw.xlen(store.keys(key)[1])
     time.sleep(0.05)
     assert raw.xlen(store.keys(key)[1]) == length  # nothing written after the end
+    # a retry (a task redelivered after its worker died) is a new attempt under the same key
+    assert relay.run(callstream.from_callback(Counter(2)), key=key).status == "completed"
+    with relay.subscribe(key) as sub:
+        events = list(sub)
+    attempt = next(e for e in events if e.kind == "attempt")
+    assert attempt.data["attempt"] == 2 and attempt.data["previous"]["status"] == "lost"
+    assert attempt.data["previous"]["error"].startswith("ProducerLost: the producer of")
+    assert [e.text for e in events[events.index(attempt) + 1 :]] == ["t0", "t1"] and sub.output == "done"
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+
+
+def test_linger_counts_the_subscribers_of_every_process(redis_server: RedisServer, prefix: str) -> None:
+    producer_side = RedisRelay(redis_server.url, prefix=prefix, linger=0.3, lease=1.0)
+    elsewhere = RedisRelay(redis_server.url, prefix=prefix)  # another process's relay: its detach is not seen here
+    producer = Counter(100_000, delay=0.002)
+    try:
+        key = producer_side.publish(callstream.from_callback(producer))
+        with elsewhere.subscribe(key) as sub:
+            started = time.monotonic()
+            for _ in sub:
+                if time.monotonic() - started > 0.9:  # three times linger, watched: the run goes on
+                    break
+        assert producer_side.status(key) == "running"
+        left = time.monotonic()
+        wait_until(lambda: producer_side.status(key) == "cancelled", what="linger to cancel the unwatched run")
+        print(f"\nlinger=0.3 s across relays: cancelled {time.monotonic() - left:.2f} s after the last subscriber left")
+        assert producer.finished.wait(5)
+    finally:
+        producer.release.set()
+        producer_side.close()
+        elsewhere.close()
 
 
 # -- what is written -----------------------------------------------------------------------------
