@@ -17,13 +17,21 @@ def task(key: str, answer: str, delay: float) -> None:
     relay.run(callstream.iter_callbacks(model, "Say something."), key=key)  # re-raises a failure
 
 
+def worker(tasks: list[tuple[str, str, float]]) -> None:
+    """A worker process taking its tasks in turn."""
+    for args in tasks:
+        task(*args)
+
+
 if __name__ == "__main__":
     workers = multiprocessing.get_context("spawn")
     relay = RedisRelay(REDIS_URL, ttl=600)  # the same in every web process and worker
 
     # POST /runs: reserve a key, hand the run to a worker, answer with the key at once.
-    key = relay.reserve()
-    workers.Process(target=task, args=(key, "Streams that outlive their process.", 0.0)).start()
+    key, later = relay.reserve(), relay.reserve()
+    tasks = [(key, "Streams that outlive their process.", 0.0), (later, "a long answer " * 50, 0.01)]
+    process = workers.Process(target=worker, args=(tasks,))
+    process.start()
 
     # GET /runs/{key}/stream on one web process: a few events, then the connection drops.
     last_id = None
@@ -44,15 +52,13 @@ if __name__ == "__main__":
     print(rest, "| usage:", watcher.summary.usage)
 
     # Cancel from any process: the worker's model stops at its next callback.
-    key = relay.reserve()
-    worker = workers.Process(target=task, args=(key, "a long answer " * 50, 0.01))
-    worker.start()
+    key = later
     partial = ""
     with relay.subscribe(key) as sub:
         for token in sub.tokens():
             partial += token
             if len(partial) == 8:
                 relay.cancel(key)  # say, the Stop button, served by another web process
-    worker.join(30)
+    process.join(30)
     assert relay.status(key) == "cancelled" and len(partial) < len("a long answer " * 50)
     print(f"cancelled after {len(partial)} characters")

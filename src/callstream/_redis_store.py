@@ -281,10 +281,11 @@ class _Watch:
         if self.done:
             return False
         state = int(renewed)
-        if state == -1:  # the run ended, was declared lost, or another attempt took it
+        signal = _text(popped[1]) if popped else ""
+        if state == -1 or signal == "end":  # the run ended, was declared lost, or another attempt took it
             self.stop()
             return False
-        if state == 1 or (popped and _text(popped[1]) == "cancel"):
+        if state == 1 or signal == "cancel":
             if self.cancelled_at is None:
                 self.cancelled_at = monotonic()
             self.stop()
