@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Generic, Literal, TypeVar
 
-from ._answer import StreamStats
+from ._summary import StreamStats
 from ._worker import AsyncProducer, Emit, Producer, TaskWorker, ThreadWorker, Worker
 from .errors import StreamTimeout, TimeoutName
 from .sinks import Cancelled, Sink, SinkName, SinkStatistics, make_sink

@@ -12,8 +12,9 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Final, Generic, Literal, TypeVar
 
-from ._answer import AnswerFilter, StreamStats, Summary
+from ._answer import AnswerFilter
 from ._core import Status, _Core, _State, add_note
+from ._summary import StreamStats, Summary
 from .events import Event, token_text
 from .sinks import SinkStatistics
 

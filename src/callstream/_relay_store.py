@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from ._answer import Summary
+from ._summary import Summary
 from .events import Event
 
 __all__ = ("ENDED", "Batch", "Outcome", "RelayStatus", "RelayStore")
