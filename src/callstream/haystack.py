@@ -37,11 +37,12 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
         "callstream.haystack needs Haystack: pip install 'callstream[haystack]' (the haystack-ai package)"
     ) from exc
 
-from ._answer import StreamStats
 from ._astream import AsyncStream
-from ._core import Emit, Timeouts, _Core
+from ._core import Timeouts, _Core
 from ._handler import Filter
 from ._stream import Stream
+from ._summary import StreamStats
+from ._worker import Emit
 from .events import Event
 from .sinks import Cancelled, Sink, SinkName, make_sink, never_blocks
 
