@@ -9,7 +9,9 @@ the face matters: `face` is how the subscriber reads (`subscribe` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -318,6 +320,29 @@ def test_cancel_from_a_subscriber_stops_the_run(face: str, make_relay: Any) -> N
     assert error is None and texts(events) == ["t0", "t1"] and sub.status == "cancelled"
     with pytest.raises(StreamNotFound):
         relay.cancel("unknown-key")
+
+
+def test_a_cancel_between_publish_and_the_start_ends_cancelled_not_in_error(make_relay: Any) -> None:
+    relay = make_relay()
+    store = relay._store
+    hold = store.hold
+    cancelled = threading.Event()
+
+    @contextlib.contextmanager
+    def late(key: str, stop: Any) -> Iterator[None]:  # the pump, held between `begin` and the start
+        cancelled.wait(5)
+        with hold(key, stop):
+            yield
+
+    store.hold = late
+    producer = Counter(3)
+    key = published(relay, producer)
+    relay.cancel(key)
+    cancelled.set()
+    finished(relay, key)
+    assert relay.status(key) == "cancelled" and not producer.started.is_set()
+    events, sub, error = read(relay, key, "sync")
+    assert events == [] and error is None and sub.status == "cancelled"
 
 
 def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face: str, make_relay: Any) -> None:
