@@ -286,8 +286,11 @@ def test_linger_counts_the_subscribers_of_every_process(redis_server: RedisServe
     elsewhere = RedisRelay(redis_server.url, prefix=prefix)  # another process's relay: its detach is not seen here
     producer = Counter(100_000, delay=0.002)
     try:
-        key = producer_side.publish(callstream.from_callback(producer))
-        with elsewhere.subscribe(key) as sub:
+        key = producer_side.reserve()
+        with elsewhere.subscribe(key) as sub:  # watching before the run starts: linger counts from there
+            store = producer_side._redis_store
+            wait_until(lambda: store.sync.hget(store.keys(key)[0], "subs") == b"1", what="the subscriber")
+            producer_side.publish(callstream.from_callback(producer), key=key)
             started = time.monotonic()
             for _ in sub:
                 if time.monotonic() - started > 0.9:  # three times linger, watched: the run goes on
