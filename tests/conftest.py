@@ -98,7 +98,7 @@ def relay_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_relay(relay_kind: str, request: pytest.FixtureRequest) -> Iterator[Any]:
     """`make_relay(**options)`: a `MemoryRelay`, or a `RedisRelay` on the session's redis-server
-    under a prefix of its own (lease 1 s unless given)."""
+    under a prefix of its own (lease 2 s unless given: a loaded machine must not lose a live producer)."""
     made: list[Any] = []
 
     def make(**kw: Any) -> Any:
@@ -111,7 +111,7 @@ def make_relay(relay_kind: str, request: pytest.FixtureRequest) -> Iterator[Any]
         from callstream.redis import RedisRelay
 
         server = request.getfixturevalue("redis_server")
-        kw.setdefault("lease", 1.0)
+        kw.setdefault("lease", 2.0)
         relay = RedisRelay(server.url, prefix=f"t-{uuid.uuid4().hex[:10]}", **kw)
         made.append(relay)
         return relay

@@ -42,6 +42,7 @@ PUBLIC_MODULES = [
     "callstream.testing",
     "callstream.testing.openai_server",
     "callstream.cli",
+    "callstream.redis",
 ]
 
 
@@ -92,3 +93,12 @@ def test_relay_errors() -> None:
     assert pickle.loads(pickle.dumps(missing)).key == missing.key
     remote = pickle.loads(pickle.dumps(callstream.RemoteError("ValueError", "boom")))
     assert (remote.type, remote.message, str(remote)) == ("ValueError", "boom", "ValueError: boom")
+
+
+def test_both_relays_have_the_same_faces() -> None:
+    from callstream.redis import RedisRelay
+
+    faces = ["publish", "run", "subscribe", "reserve", "cancel", "status"]
+    for name in faces + [f"a{name}" for name in faces]:
+        assert callable(getattr(callstream.MemoryRelay, name)) and callable(getattr(RedisRelay, name)), name
+    assert RedisRelay.__module__ == "callstream.redis" and issubclass(RedisRelay, callstream.MemoryRelay.__mro__[1])

@@ -180,8 +180,11 @@ return 0
 _INSPECT = """
 local status = settle()
 if not status then return false end
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'seen', now_ms()) end
-local h = redis.call('HMGET', KEYS[1], 'seq', 'cancel')
+local h = redis.call('HMGET', KEYS[1], 'seq', 'cancel', 'seen')
+if ARGV[3] == '1' then  -- a subscriber reads: it watches (written once a second at most)
+  local now = now_ms()
+  if now - tonumber(h[3] or 0) >= 1000 then redis.call('HSET', KEYS[1], 'seen', now) end
+end
 return {status, h[1], h[2]}
 """
 

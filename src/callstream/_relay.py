@@ -159,6 +159,8 @@ class Relay:
         #: streams published by this process, by key: `cancel` closes them at once
         self._local: dict[str, _BaseStream[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: makes a published stream's start and a cancel's close one or the other
+        self._guard = threading.Lock()
 
     # -- publishing -----------------------------------------------------------------
 
@@ -259,16 +261,38 @@ class Relay:
             self._schedule_linger(key, self._linger)
         return attempt
 
+    def _enter(self, stream: _BaseStream[Any]) -> bool:
+        """Start a published stream, unless a cancel closed it first (False: it ends "cancelled").
+
+        Atomic with `_close`: a cancel between `begin` and the start never
+        makes the start fail.
+        """
+        with self._guard:
+            if stream._core.state is not _State.NEW:
+                return False
+            stream._core.start()  # what `with`/`async with` does once the state is checked
+            return True
+
+    def _close(self, stream: _BaseStream[Any]) -> None:
+        with self._guard:
+            stream.close()
+
     def _pump(self, key: str, stream: Stream[Any]) -> Summary:
         writer = _Writer(self._store, key, stream)
-        with self._store.hold(key, stream.close):
+        with self._store.hold(key, lambda: self._close(stream)):
             try:
-                with stream:
-                    writer.start()
-                    for item in stream:
-                        if writer.add(item):
-                            writer.flush()
-                    writer.flush()
+                if self._enter(stream):
+                    try:
+                        writer.start()
+                        for item in stream:
+                            if writer.add(item):
+                                writer.flush()
+                        writer.flush()
+                    except BaseException as exc:
+                        stream._note_consumer_error(exc)
+                        raise
+                    finally:
+                        stream.close()
             except BaseException as exc:
                 writer.error = exc
                 raise
@@ -279,14 +303,20 @@ class Relay:
 
     async def _apump(self, key: str, stream: AsyncStream[Any]) -> Summary:
         writer = _Writer(self._store, key, stream)
-        async with self._store.ahold(key, stream.close):
+        async with self._store.ahold(key, lambda: self._close(stream)):
             try:
-                async with stream:
-                    await writer.astart()
-                    async for item in stream:
-                        if writer.add(item):
-                            await writer.aflush()
-                    await writer.aflush()
+                if self._enter(stream):
+                    try:
+                        await writer.astart()
+                        async for item in stream:
+                            if writer.add(item):
+                                await writer.aflush()
+                        await writer.aflush()
+                    except BaseException as exc:
+                        stream._note_consumer_error(exc)
+                        raise
+                    finally:
+                        stream.close()
             except BaseException as exc:
                 writer.error = exc
                 raise
@@ -338,7 +368,7 @@ class Relay:
     def _close_local(self, key: str) -> None:
         stream = self._local.get(key)
         if stream is not None:
-            stream.close()
+            self._close(stream)
 
     def status(self, key: str) -> RelayStatus | None:
         """`"queued"`, `"running"`, `"completed"`, `"interrupted"`, `"error"`, `"timeout"`,

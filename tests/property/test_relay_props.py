@@ -65,7 +65,7 @@ def redis_relay(redis_server: Any) -> Iterator[Relay]:
     """One RedisRelay for every example (each run has keys of its own: examples do not meet)."""
     from callstream.redis import RedisRelay
 
-    relay = RedisRelay(redis_server.url, prefix="props", lease=1.0)
+    relay = RedisRelay(redis_server.url, prefix="props", lease=2.0)
     yield relay
     relay.close()
 

@@ -9,7 +9,9 @@ the face matters: `face` is how the subscriber reads (`subscribe` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -320,6 +322,29 @@ def test_cancel_from_a_subscriber_stops_the_run(face: str, make_relay: Any) -> N
         relay.cancel("unknown-key")
 
 
+def test_a_cancel_between_publish_and_the_start_ends_cancelled_not_in_error(make_relay: Any) -> None:
+    relay = make_relay()
+    store = relay._store
+    hold = store.hold
+    cancelled = threading.Event()
+
+    @contextlib.contextmanager
+    def late(key: str, stop: Any) -> Iterator[None]:  # the pump, held between `begin` and the start
+        cancelled.wait(5)
+        with hold(key, stop):
+            yield
+
+    store.hold = late
+    producer = Counter(3)
+    key = published(relay, producer)
+    relay.cancel(key)
+    cancelled.set()
+    finished(relay, key)
+    assert relay.status(key) == "cancelled" and not producer.started.is_set()
+    events, sub, error = read(relay, key, "sync")
+    assert events == [] and error is None and sub.status == "cancelled"
+
+
 def test_a_langgraph_interrupt_ends_interrupted_and_the_resume_is_a_new_run(face: str, make_relay: Any) -> None:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
@@ -454,8 +479,10 @@ def test_a_subscriber_that_stops_reading_neither_slows_the_run_nor_grows_memory(
         list(relay.subscribe(key, after=first.id))
 
 
-def test_linger_cancels_a_run_nobody_watches_and_keeps_one_that_is_watched(make_relay: Any) -> None:
-    relay = make_relay(linger=0.05)
+def test_linger_cancels_a_run_nobody_watches_and_keeps_one_that_is_watched(make_relay: Any, relay_kind: str) -> None:
+    # over Redis the subscriber's first read (a connection, a round trip) must come before linger
+    linger = 0.05 if relay_kind == "memory" else 0.5
+    relay = make_relay(linger=linger)
     producer = Counter(10, stall_after=1)
     key = published(relay, producer)
     assert producer.stalled.wait(5)
@@ -470,7 +497,7 @@ def test_linger_cancels_a_run_nobody_watches_and_keeps_one_that_is_watched(make_
     reader.start()
     assert watched.stalled.wait(5)
     wait_until(lambda: len(got) == 1, what="the subscriber")
-    threading.Event().wait(0.15)  # longer than linger, with a subscriber: the run must go on
+    threading.Event().wait(3 * linger)  # longer than linger, with a subscriber: the run must go on
     assert relay.status(key) == "running"
     watched.release.set()
     reader.join(5)
