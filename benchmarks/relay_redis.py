@@ -123,7 +123,7 @@ class RoundTrips:
                 self.count += 1
                 return _original(self_, *args, **kw)
 
-            cls.send_packed_command = counted  # type: ignore[method-assign]
+            cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
 
 
 def redis_memory(client: Any) -> int:
