@@ -678,15 +678,17 @@ def test_interpreter_exit_not_blocked(tmp_path: Any, how: str) -> None:
     script = tmp_path / "exit.py"
     script.write_text(
         "import time, callstream\n"
+        "print(time.monotonic(), flush=True)\n"  # imported: from here on, the exit must be prompt
         "def forever(emit):\n"
         "    while True: emit('x')\n"
         "def stall(emit):\n"
         "    emit('x'); time.sleep(30)\n" + bodies[how]
     )
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=10)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - t0 < 3
+    # CLOCK_MONOTONIC is one clock for every process: the time from the import to the exit,
+    # not the interpreter's start and LangChain's import (seconds on a loaded machine)
+    assert time.monotonic() - float(proc.stdout.split()[0]) < 3
 
 
 def test_keyboard_interrupt_inside_close_then_second_close_finishes() -> None:
