@@ -535,7 +535,8 @@ def test_the_wrong_face_gets_a_hint() -> None:
                 pass
 
     asyncio.run(misuse())
-    assert sync.status == asyn.status == "running"  # neither was started
+    assert sync.status == asyn.status == "new"  # neither was started (issue 13: status agrees with the repr)
+    assert "new (not started)" in repr(sync) and sync.summary.status == "new"
     sync.close()
     asyn.close()
 
