@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, final
 
 from ._answer import AnswerFilter
 from ._core import Timeouts, _Core, _State
@@ -43,15 +43,25 @@ def _wake_threadsafe(loop: asyncio.AbstractEventLoop, thread: int, fut: asyncio.
         pass
 
 
+@final
 class AsyncStream(_BaseStream[T]):
     """The asynchronous twin of `Stream`: `async with` / `async for`.
 
-    The producer runs in a thread of its own (never in the event loop's
-    default executor, which a few slow streams would exhaust); the consumer
-    awaits without blocking the loop. Everything `Stream` guarantees holds:
-    order, exactly-once, error identity, cancellation on exit, `aclose()` or
-    garbage collection. Cancelling the task that awaits `__anext__` leaves the
-    stream usable; leaving `async with` closes it.
+    The consumer awaits without blocking the loop. Where the producer runs
+    depends on it and on the sink: an async producer (an `async def` given to
+    `afrom_callback`, the `astream()` that `aiter_callbacks` drives, an
+    awaitable `afrom_push` start) runs as a task on the consumer's event loop
+    when the sink never blocks (`"queue"`, `"deque"`, a
+    `BoundedSink` with a `drop_*` or `"error"` policy). A plain function, or
+    any producer with a sink that can block, runs in a thread of its own
+    (never in the event loop's default executor, which a few slow streams
+    would exhaust), so that backpressure never blocks the loop. A push
+    producer's SDK calls back from wherever it runs.
+
+    Everything `Stream` guarantees holds: order, exactly-once, error
+    identity, cancellation on exit, `aclose()` or garbage collection.
+    Cancelling the task that awaits `__anext__` leaves the stream usable;
+    leaving `async with` closes it.
     """
 
     async def __aenter__(self: Self) -> Self:

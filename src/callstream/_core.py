@@ -20,12 +20,12 @@ from typing import Any, Generic, Literal, TypeVar
 
 from ._summary import StreamStats
 from ._worker import AsyncProducer, Emit, Producer, TaskWorker, ThreadWorker, Worker
-from .errors import StreamTimeout, TimeoutName
-from .sinks import Cancelled, Sink, SinkName, SinkStatistics, make_sink
+from .errors import Cancelled, StreamTimeout, TimeoutName
+from .sinks import Sink, SinkName, SinkStatistics, make_sink
 
 R = TypeVar("R")
 
-Status = Literal["running", "completed", "interrupted", "error", "timeout", "cancelled"]
+Status = Literal["new", "running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
 
@@ -93,6 +93,7 @@ class _Core(Generic[R]):
             raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
         self.sink: Sink = make_sink(sink)
         self.state = _State.NEW
+        #: "running" until an outcome is settled (the faces say "new" before the start)
         self.status: Status = "running"
         self.value: Any = None  # the return value, or the exception
         self.worker_done = False

@@ -14,7 +14,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from ._answer import AnswerFilter
 from ._core import Status, _Core, _State, add_note
-from ._summary import StreamStats, Summary
+from ._summary import Summary
 from .events import Event, token_text
 from .sinks import SinkStatistics
 
@@ -55,10 +55,12 @@ class _BaseStream(Generic[T]):
 
     @property
     def status(self) -> Status:
-        """`"running"`, `"completed"`, `"interrupted"` (a LangGraph graph paused on
-        `interrupt()`: the run ended normally, `output` holds `"__interrupt__"`),
-        `"error"`, `"timeout"` or `"cancelled"`."""
-        return self._core.status
+        """`"new"` (not started: nothing runs until the stream is entered or
+        iterated), `"running"`, `"completed"`, `"interrupted"` (a LangGraph graph
+        paused on `interrupt()`: the run ended normally, `output` holds
+        `"__interrupt__"`), `"error"`, `"timeout"` or `"cancelled"`."""
+        core = self._core
+        return "new" if core.state is _State.NEW else core.status
 
     @property
     def output(self) -> Any:
@@ -81,23 +83,28 @@ class _BaseStream(Generic[T]):
         raise RuntimeError(f"no output: the stream ended with status {core.status!r}") from cause
 
     def statistics(self) -> SinkStatistics:
-        """The sink's statistics (buffered items, peak, waiting producers...)."""
+        """The buffer, now: items buffered and their peak, producers and
+        consumers waiting, items dropped or merged (see `SinkStatistics`).
+
+        A snapshot of the transport, for tests, logs and dashboards (is the
+        consumer keeping up?); what the run produced is in `summary`.
+        """
         return self._core.statistics()
 
     @property
-    def stats(self) -> StreamStats:
-        """Live figures, updated as the run goes (tokens, LLM calls, tool calls, usage)."""
-        return self._core.stats
-
-    @property
     def summary(self) -> Summary:
-        """How the stream went, on every exit path: status, text, tool calls,
-        usage, time to first token, tokens/s, longest gap, LLM calls, peak
-        sink depth (a snapshot; `status` is `"running"` until the end)."""
+        """The run: status, text, tool calls, usage, time to first token,
+        tokens/s, longest gap, LLM calls, peak sink depth (see `Summary`).
+
+        Available on every exit path, and while the stream runs: each access
+        is a new snapshot (its `status` is `"running"` until the end), so a
+        progress display reads `summary.tokens` or `summary.tool_calls` as
+        they grow.
+        """
         core = self._core
         error = core.value if core.status in ("error", "timeout") else None
         peak = core.statistics().peak
-        return core.stats.summary(core.status, self.text, peak, error, core.t_end, self._tokens_delivered())
+        return core.stats.summary(self.status, self.text, peak, error, core.t_end, self._tokens_delivered())
 
     def close(self) -> None:
         """Stop the producer at its next callback and end iteration.
@@ -164,6 +171,6 @@ class _BaseStream(Generic[T]):
                 pass
 
     def __repr__(self) -> str:
-        core = self._core
-        state = core.status if core.state is not _State.NEW else "not started"
-        return f"<{type(self).__name__} {state}, delivered: {self._delivered}, sink: {core.sink!r}>"
+        status = self.status
+        shown = "new (not started)" if status == "new" else status
+        return f"<{type(self).__name__} {shown}, delivered: {self._delivered}, sink: {self._core.sink!r}>"

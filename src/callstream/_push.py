@@ -35,7 +35,8 @@ from ._astream import AsyncStream
 from ._core import Status, Timeouts, _Core
 from ._stream import Stream
 from ._worker import Producer, cancel_task, track
-from .sinks import BoundedSink, Cancelled, DequeSink, QueueSink, Sink, SinkName, never_blocks
+from .errors import Cancelled
+from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, never_blocks
 
 __all__ = ("Push", "afrom_push", "from_push")
 

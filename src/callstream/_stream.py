@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, final
 
 from ._answer import AnswerFilter
 from ._core import Timeouts, _Core, _State
@@ -25,6 +25,7 @@ Self = TypeVar("Self", bound="Stream[Any]")
 WAIT_SLICE: Final = 0.1
 
 
+@final
 class Stream(_BaseStream[T]):
     """A synchronous iterator over what a producer emits.
 
@@ -221,7 +222,7 @@ def from_callback(
         idle_timeout: seconds allowed between two items.
 
     Every emitted item counts as an event for the time limits. Once the stream
-    is closed or timed out, `emit` raises `callstream.sinks.Cancelled`, a
+    is closed or timed out, `emit` raises `callstream.errors.Cancelled`, a
     `BaseException`, so the producer stops there.
 
     An `async def` producer (or one that returns a coroutine) is run to the

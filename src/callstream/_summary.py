@@ -29,8 +29,8 @@ class Summary:
     or the source reports no usage).
     """
 
-    #: "running", "completed", "interrupted" (a LangGraph graph paused on
-    #: `interrupt()`, waiting for `Command(resume=...)`), "cancelled", "timeout" or "error"
+    #: "new" (not started), "running", "completed", "interrupted" (a LangGraph graph
+    #: paused on `interrupt()`, waiting for `Command(resume=...)`), "cancelled", "timeout" or "error"
     status: str
     #: the token text delivered to the consumer
     text: str

@@ -43,8 +43,9 @@ from ._handler import Filter
 from ._stream import Stream
 from ._summary import StreamStats
 from ._worker import Emit
+from .errors import Cancelled
 from .events import Event
-from .sinks import Cancelled, Sink, SinkName, make_sink, never_blocks
+from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("aiter_run", "iter_run")
 
