@@ -16,7 +16,7 @@ from ._core import Timeouts, _Core, _State
 from ._face import IDLE, _BaseStream
 from ._worker import as_producer
 from .events import token_text
-from .sinks import Sink, SinkName, make_sink, never_blocks
+from .sinks import DequeSink, Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("AsyncStream", "afrom_callback")
 
@@ -163,11 +163,18 @@ class AsyncStream(_BaseStream[T]):
                     fut = loop.create_future()
                     sink.set_wakeup(partial(_wake_threadsafe, loop, threading.get_ident(), fut))
                     continue
-                timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
-                try:
+                if wait is None and type(sink) is DequeSink:
+                    # No deadline, and a sink whose wake-up cannot be lost (its put and
+                    # set_wakeup meet under one lock, or under the GIL's ordering): no
+                    # safety timer. One per wait costs a TimerHandle per token, and
+                    # thousands of cancelled ones in the loop's heap at scale.
                     await fut
-                finally:
-                    timer.cancel()
+                else:
+                    timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
+                    try:
+                        await fut
+                    finally:
+                        timer.cancel()
                 fut = None
         finally:
             if fut is not None and (not fut.done() or fut.cancelled()):  # not woken: disarm
