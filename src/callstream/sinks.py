@@ -151,7 +151,10 @@ class QueueSink:
             raise Cancelled
 
     def _wake(self) -> None:
-        fn, self._wakeup = self._wakeup, None
+        # The swap under the queue's mutex, as `set_wakeup`: a wake-up armed by the
+        # consumer between the load and the store is never overwritten (lost).
+        with self._q.mutex:
+            fn, self._wakeup = self._wakeup, None
         _fire(fn)
 
     def finish(self) -> None:
@@ -182,7 +185,8 @@ class QueueSink:
         return items
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        self._wakeup = fn
+        with self._q.mutex:
+            self._wakeup = fn
 
     def close(self) -> None:
         if self._closed:
