@@ -16,7 +16,7 @@ from ._core import Timeouts, _Core, _State
 from ._face import IDLE, _BaseStream
 from ._worker import as_producer
 from .events import token_text
-from .sinks import Sink, SinkName, make_sink, never_blocks
+from .sinks import DequeSink, QueueSink, Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("AsyncStream", "afrom_callback")
 
@@ -26,6 +26,9 @@ Self = TypeVar("Self", bound="AsyncStream[Any]")
 #: Longest single wait of an async consumer; only a safety net (the sink's
 #: wakeup and the deadlines end waits earlier).
 _ASYNC_SLICE: Final = 0.5
+#: The sinks whose wake-up is never lost: a consumer waiting on them without a deadline
+#: needs no safety timer (`BoundedSink` and users' own sinks keep one).
+_NO_LOST_WAKEUPS: Final = (DequeSink, QueueSink)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -163,11 +166,18 @@ class AsyncStream(_BaseStream[T]):
                     fut = loop.create_future()
                     sink.set_wakeup(partial(_wake_threadsafe, loop, threading.get_ident(), fut))
                     continue
-                timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
-                try:
+                if wait is None and type(sink) in _NO_LOST_WAKEUPS:
+                    # No deadline, and a sink whose wake-up cannot be lost (its put and
+                    # set_wakeup meet under one lock, or in the GIL's order): no safety
+                    # timer. One per wait costs a TimerHandle per token, and thousands of
+                    # cancelled ones in the loop's heap at 1,000 streams.
                     await fut
-                finally:
-                    timer.cancel()
+                else:
+                    timer = loop.call_later(min(wait or _ASYNC_SLICE, _ASYNC_SLICE), _wake, fut)
+                    try:
+                        await fut
+                    finally:
+                        timer.cancel()
                 fut = None
         finally:
             if fut is not None and (not fut.done() or fut.cancelled()):  # not woken: disarm

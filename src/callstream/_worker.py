@@ -115,7 +115,11 @@ class TaskWorker:
         else:
             core.record(None, value)
         finally:
+            # Let go of the producer and the task (the task's context holds LangChain's
+            # config, and through it our handler and the core): the stream is then freed
+            # by reference counting, not left to the cycle collector.
             self._aproducer = None
+            self._task = None
             core.worker_ended()
 
 

@@ -21,6 +21,7 @@ objects whose `__eq__` always returns `True` are data like any other.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -150,7 +151,10 @@ class QueueSink:
             raise Cancelled
 
     def _wake(self) -> None:
-        fn, self._wakeup = self._wakeup, None
+        # The swap under the queue's mutex, as `set_wakeup`: a wake-up armed by the
+        # consumer between the load and the store is never overwritten (lost).
+        with self._q.mutex:
+            fn, self._wakeup = self._wakeup, None
         _fire(fn)
 
     def finish(self) -> None:
@@ -181,7 +185,8 @@ class QueueSink:
         return items
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        self._wakeup = fn
+        with self._q.mutex:
+            self._wakeup = fn
 
     def close(self) -> None:
         if self._closed:
@@ -216,6 +221,12 @@ class QueueSink:
         return _repr(self)
 
 
+#: Whether this interpreter runs with the GIL. `DequeSink`'s lock-free `put` needs it: on a
+#: free-threaded CPython with the GIL off (`sys._is_gil_enabled()` false) every `DequeSink`
+#: takes its locking `put` instead. Read at import; a test sets it to force that path.
+GIL: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
 @final
 class DequeSink:
     """An unbounded `collections.deque` with a `threading.Condition`.
@@ -223,6 +234,15 @@ class DequeSink:
     The fastest hand-off: `put` is a lock-free `deque.append` followed by one
     flag check, and takes the lock only while the consumer waits (or after
     `close()`); the consumer pops straight from the sink's deque.
+
+    What the lock-free path assumes: the GIL. The producer appends, then reads
+    the flag; a consumer about to wait sets the flag under the lock, then looks
+    at the deque again. One of the two sees the other's write only if stores
+    and loads are not reordered between the threads, which the GIL guarantees
+    (every switch is a full barrier). On a free-threaded build with the GIL off
+    they may be, and a wake-up could be lost, so there `put` appends and checks
+    the flag under the lock (`callstream.sinks.GIL` is False), at the cost of
+    one uncontended lock per item.
     """
 
     __slots__ = (
@@ -251,6 +271,9 @@ class DequeSink:
         self.put = self._make_put()
 
     def _make_put(self) -> Callable[[Any], None]:
+        if not GIL:
+            return self._locked_put
+
         # A closure with its collaborators bound as defaults: the hot path is
         # one C append and one attribute read.
         def put(item: Any, append: Callable[[Any], None] = self._buf.append, sink: DequeSink = self) -> None:
@@ -259,6 +282,19 @@ class DequeSink:
                 sink._after_put()
 
         return put
+
+    def _locked_put(self, item: Any) -> None:
+        """`put` without the GIL: the append and the flag check under the lock."""
+        with self._cond:
+            if self._closed:
+                raise Cancelled
+            self._buf.append(item)
+            if not self._flag:
+                return
+            fn, self._wakeup = self._wakeup, None
+            self._flag = self._waiting > 0
+            self._cond.notify_all()
+        _fire(fn)
 
     def _after_put(self) -> None:
         if self._closed:

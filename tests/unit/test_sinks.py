@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -198,3 +199,28 @@ def test_peak_statistics(sink_type: Any) -> None:
         s.put(i)
     assert len(drain(s)) == 5
     assert s.statistics().peak == 5
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_deque_sink_without_the_gil_puts_under_its_lock(monkeypatch: pytest.MonkeyPatch, face: str) -> None:
+    # Issue 16: on a free-threaded build (`sys._is_gil_enabled()` false) the lock-free put could
+    # lose a wake-up; the locking put is forced here, where the GIL is on.
+    monkeypatch.setattr(callstream.sinks, "GIL", False)
+    sink = DequeSink()
+    assert sink.put == sink._locked_put
+    check_sink(DequeSink)  # every conformance check, on the locking path
+    n = 20_000
+
+    def producer(emit: Any) -> None:
+        for i in range(n):
+            emit(i)
+
+    stream = (callstream.from_callback if face == "sync" else callstream.afrom_callback)(producer, sink=DequeSink())
+    assert run(face, stream) == list(range(n))
+
+
+def test_deque_sink_with_the_gil_keeps_its_lock_free_put() -> None:
+    sink = DequeSink()
+    assert callstream.sinks.GIL is getattr(sys, "_is_gil_enabled", lambda: True)()
+    if callstream.sinks.GIL:
+        assert sink.put != sink._locked_put

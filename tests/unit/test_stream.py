@@ -655,11 +655,12 @@ def test_keyboard_interrupt_in_blocked_consumer(tmp_path: Any) -> None:
         "except KeyboardInterrupt:\n"
         "    print('KI after', round(time.monotonic() - t0, 3))\n"
     )
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=10)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "KI after" in proc.stdout
-    assert time.monotonic() - t0 < 5
+    # from the consumer's first wait to the KeyboardInterrupt (not the interpreter's start
+    # and LangChain's import, which take seconds on a loaded machine)
+    assert float(proc.stdout.split()[-1]) < 5
 
 
 @pytest.mark.parametrize("how", ["break_no_with", "parked_bounded", "stalled", "async_cancel"])
