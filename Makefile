@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 PYENV_ROOT ?= $(HOME)/.pyenv
 PYTHON_LATEST ?= $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.1[1-9].*/bin/python3))),$(PYTHON))
 VENV_LATEST := .venv-latest
+# The dev venv: callstream (editable) with every extra, plus the `dev` dependency group of
+# pyproject.toml (test, lint, docs and build tools: a group, not an extra, so users never get it).
+EXTRAS := openai,agents,fastapi,flask,django,haystack,redis,celery
 # A representative subset, to keep CI (both runs) within about 6 minutes on 2 cores: the unit and
 # integration tests (LangChain, LangGraph, langchain-openai and openai over real HTTP), the CLI and the
 # docs examples and site. Left to `make test`: the property tests and the leak loops (callstream's own
@@ -18,8 +21,8 @@ TESTS_LATEST := tests/unit tests/integration tests/test_docs.py tests/test_publi
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]" --group dev
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,8 +44,8 @@ test: check
 # every run), so that a release that breaks callstream shows up the day it ships.
 test-latest:
 	test -x $(VENV_LATEST)/bin/python || $(PYTHON_LATEST) -m venv $(VENV_LATEST)
-	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade "pip>=24"
-	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(VENV_LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]" --group dev
 	@$(VENV_LATEST)/bin/python -c "import sys; from importlib.metadata import version as v; \
 	  names = 'langchain-core langchain langgraph langchain-openai openai pydantic'.split(); \
 	  print('test-latest: Python', sys.version.split()[0] + ',', ', '.join(n + ' ' + v(n) for n in names))"

@@ -40,7 +40,7 @@ def answer_only(repeats: int) -> list[dict[str, Any]]:
                 tokens = callstream.iter_callbacks(agent, inputs).tokens(**kw)  # type: ignore[arg-type]
                 next(iter(tokens))
                 out.append(time.monotonic() - t0)
-                tokens.close()  # type: ignore[attr-defined]
+                tokens.close()
         rows.append(
             {
                 "row": f"answer_only, holdback={holdback} chars",

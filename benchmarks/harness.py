@@ -49,6 +49,22 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def median_times(fns: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """The median time of each function, the repeats taken round-robin.
+
+    Interleaved, a burst of load from outside (a shared machine) falls on
+    every row instead of one, so the ratios of one run stay comparable.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def pct(values: list[float], q: int) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q / 100))]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import callstream
-from benchmarks.harness import Rows, median_time
+from benchmarks.harness import Rows, median_times
 from benchmarks.reliability import recipe_with_timeout
 from callstream.sinks import SinkName
 from callstream.testing import ScriptedChatModel
@@ -105,10 +105,9 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
 
         asyncio.run(go())
 
-    base = median_time(native, repeats)
-    rows: Rows = [{"row": "native model.stream()", "tokens_per_s": n / base, "vs_native": 1.0}]
     # (row, run, async): the async rows are also compared with native astream()
     cases: list[tuple[str, Callable[[], None], bool]] = [
+        ("native model.stream()", native, False),
         ("iter_callbacks, QueueSink", ours("queue"), False),
         ("iter_callbacks, DequeSink", ours("deque"), False),
         ("iter_callbacks, BoundedSink", ours("bounded"), False),
@@ -123,12 +122,13 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
         ("astream_events(v2) on prompt | model | parser", astream_events_chain, True),
         ("AsyncIteratorCallbackHandler (langchain-classic)", async_iterator_handler, True),
     ]
-    abase = None
-    for name, fn, is_async in cases:
-        t = median_time(fn, repeats)
+    times = median_times({name: fn for name, fn, _ in cases}, repeats)
+    base, abase = times["native model.stream()"], times["native model.astream()"]
+    rows: Rows = []
+    for name, _, is_async in cases:
+        t = times[name]
         row = {"row": name, "tokens_per_s": n / t, "vs_native": base / t}
         if is_async:
-            abase = t if abase is None else abase
             row["vs_native_astream"] = abase / t
         rows.append(row)
     per = {r["row"]: r for r in rows}

@@ -105,6 +105,14 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         time.sleep(0.001)
 
 
+def consumer_waiting(stream: Any) -> bool:
+    """Whether `stream`'s consumer is waiting for an item: blocked in the sink's
+    `take` (the sync face: `statistics().consumers_waiting`), or, for the async
+    face, which awaits a wakeup instead, with that wakeup armed on the sink (the
+    built-in sinks keep it in `_wakeup`)."""
+    return stream.statistics().consumers_waiting > 0 or getattr(stream._core.sink, "_wakeup", None) is not None
+
+
 class DelegatingSink:
     """A custom Sink that forwards to a built-in one; tests override a method.
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+import callstream
 from callstream.cli import AGENTS_MISSING, ANSWER
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-VERSION = PROJECT["version"]
+VERSION = callstream.__version__  # the one version source ([tool.hatch.version])
 
 
 def run(*cmd: str | Path, cwd: Path, timeout: float = 45) -> str:
@@ -30,6 +31,10 @@ def run(*cmd: str | Path, cwd: Path, timeout: float = 45) -> str:
     )
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+def test_the_version_is_written_once() -> None:
+    assert "version" not in PROJECT and PROJECT["dynamic"] == ["version"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def test_wheel_metadata_is_complete(dist: Path) -> None:
     fields: dict[str, list[str]] = {}
     for key, value in headers:
         fields.setdefault(key, []).append(value)
-    assert fields["Summary"] and fields["Author"] and fields["Keywords"]
+    assert fields["Version"] == [VERSION] and fields["Summary"] and fields["Author"] and fields["Keywords"]
     assert fields["License-Expression"] == ["MIT"]
     assert fields["Requires-Python"] == [">=3.11"]
     assert {url.split(",")[0] for url in fields["Project-URL"]} >= {"Homepage", "Repository", "Changelog"}

@@ -76,6 +76,22 @@ def test_error_tree() -> None:
     assert pickle.loads(pickle.dumps(e)).limit == "idle_timeout"
 
 
+def test_cancelled_is_no_stream_error() -> None:
+    # F18: an Exception here would be caught, and the model called again, by with_retry / with_fallbacks.
+    import callstream.errors
+    import callstream.sinks
+
+    cancelled = callstream.errors.Cancelled
+    assert callstream.sinks.Cancelled is cancelled  # re-exported where it was
+    assert issubclass(cancelled, BaseException)
+    assert not issubclass(cancelled, Exception) and not issubclass(cancelled, callstream.StreamError)
+    assert "Cancelled" in (callstream.errors.__doc__ or "")
+
+
+def test_faces_are_final() -> None:
+    assert getattr(callstream.Stream, "__final__", False) and getattr(callstream.AsyncStream, "__final__", False)
+
+
 def test_relay_errors() -> None:
     import pickle
 

@@ -9,8 +9,6 @@ with callstream.from_callback(producer) as stream:
 
 from __future__ import annotations
 
-from ._answer import Summary as Summary
-from ._answer import ToolCall as ToolCall
 from ._astream import AsyncStream as AsyncStream
 from ._astream import afrom_callback as afrom_callback
 from ._push import Push as Push
@@ -21,6 +19,8 @@ from ._runnable import aiter_callbacks as aiter_callbacks
 from ._runnable import iter_callbacks as iter_callbacks
 from ._stream import Stream as Stream
 from ._stream import from_callback as from_callback
+from ._summary import Summary as Summary
+from ._summary import ToolCall as ToolCall
 from .errors import ProducerLost as ProducerLost
 from .errors import RelayFull as RelayFull
 from .errors import RemoteError as RemoteError

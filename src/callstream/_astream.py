@@ -6,15 +6,16 @@ import asyncio
 import inspect
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import partial
 from types import TracebackType
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, final
 
 from ._answer import AnswerFilter
-from ._core import IDLE, Timeouts, _Core, _State, check_state_for_enter
-from ._stream import _as_producer, _BaseStream
-from .events import Event, token_text
+from ._core import Timeouts, _Core, _State
+from ._face import IDLE, _BaseStream
+from ._worker import as_producer
+from .events import token_text
 from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("AsyncStream", "afrom_callback")
@@ -42,19 +43,29 @@ def _wake_threadsafe(loop: asyncio.AbstractEventLoop, thread: int, fut: asyncio.
         pass
 
 
+@final
 class AsyncStream(_BaseStream[T]):
     """The asynchronous twin of `Stream`: `async with` / `async for`.
 
-    The producer runs in a thread of its own (never in the event loop's
-    default executor, which a few slow streams would exhaust); the consumer
-    awaits without blocking the loop. Everything `Stream` guarantees holds:
-    order, exactly-once, error identity, cancellation on exit, `aclose()` or
-    garbage collection. Cancelling the task that awaits `__anext__` leaves the
-    stream usable; leaving `async with` closes it.
+    The consumer awaits without blocking the loop. Where the producer runs
+    depends on it and on the sink: an async producer (an `async def` given to
+    `afrom_callback`, the `astream()` that `aiter_callbacks` drives, an
+    awaitable `afrom_push` start) runs as a task on the consumer's event loop
+    when the sink never blocks (`"queue"`, `"deque"`, a
+    `BoundedSink` with a `drop_*` or `"error"` policy). A plain function, or
+    any producer with a sink that can block, runs in a thread of its own
+    (never in the event loop's default executor, which a few slow streams
+    would exhaust), so that backpressure never blocks the loop. A push
+    producer's SDK calls back from wherever it runs.
+
+    Everything `Stream` guarantees holds: order, exactly-once, error
+    identity, cancellation on exit, `aclose()` or garbage collection.
+    Cancelling the task that awaits `__anext__` leaves the stream usable;
+    leaving `async with` closes it.
     """
 
     async def __aenter__(self: Self) -> Self:
-        check_state_for_enter(self._core.state, self._kind)
+        self._check_enter()
         self._core.start()
         return self
 
@@ -138,9 +149,9 @@ class AsyncStream(_BaseStream[T]):
                 if batch:
                     return batch
                 if done or core.stopping:
-                    core.end(self._delivered, self._tokens_delivered())
+                    core.raise_outcome(self._delivered, self._tokens_delivered())
                     raise StopAsyncIteration
-                wait = core.wait_time()
+                wait = core.enforce_deadlines()
                 if wait == 0:
                     continue
                 if idle_at is not None:
@@ -162,7 +173,7 @@ class AsyncStream(_BaseStream[T]):
             if fut is not None and (not fut.done() or fut.cancelled()):  # not woken: disarm
                 sink.set_wakeup(None)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> AsyncIterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> AsyncGenerator[str, None]:
         """Yield the text of token items, skipping empty strings.
 
         The stream is closed when the generator ends or is closed (or
@@ -173,20 +184,10 @@ class AsyncStream(_BaseStream[T]):
             RuntimeError: the stream itself was already iterated.
         """
         self._claim("tokens")
-        if answer_only:
-            return self._answer_tokens(AnswerFilter(holdback))
-        return self._tokens()
+        return self._tokens(AnswerFilter(holdback) if answer_only else None)
 
-    async def _answer_tokens(self, answers: AnswerFilter) -> AsyncIterator[str]:
-        try:
-            async for item in self._items():
-                for text in answers.feed(item):
-                    yield text
-        finally:
-            self.close()
-
-    async def _tokens(self) -> AsyncIterator[str]:
-        parts = self._parts
+    async def _tokens(self, answers: AnswerFilter | None) -> AsyncGenerator[str, None]:
+        # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
         try:
             while True:
                 try:
@@ -194,17 +195,8 @@ class AsyncStream(_BaseStream[T]):
                 except StopAsyncIteration:
                     return
                 self._pending = batch
-                pop = batch.popleft
-                while batch:
-                    item = pop()
-                    self._delivered += 1
-                    if type(item) is Event:  # token_text(), inlined: this runs per token
-                        text = item.text if item.kind == "token" else None
-                    else:
-                        text = item if type(item) is str else None
-                    if text:
-                        parts.append(text)
-                        yield text
+                for text in self._texts(batch, answers):
+                    yield text
         finally:
             self.close()
 
@@ -229,7 +221,7 @@ def afrom_callback(
     In both cases `emit` is a plain function (call it, do not await it).
     """
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-    produce = _as_producer(producer)
+    produce = as_producer(producer)
     sink_ = make_sink(sink)
     aproducer = producer if inspect.iscoroutinefunction(producer) and never_blocks(sink_) else None
     return AsyncStream(_Core(produce, sink_, timeouts, aproducer=aproducer))

@@ -1,45 +1,33 @@
-"""The one core under both faces: lifecycle, worker, deadlines, outcome.
+"""The one core under every face: lifecycle state, deadlines, outcome rules.
 
-No waiting happens here. The sync face (`_stream.py`) and the async face
-(`_astream.py`) only decide *how* to wait for the sink; everything else —
-starting and cancelling the producer, the time limits, which outcome wins,
-what the consumer is told at the end — lives once, in `_Core`.
+No waiting and no threads here. The faces (`_stream.py`, `_astream.py`, over
+`_face.py`) decide *how* to wait for the sink; the worker (`_worker.py`)
+decides *where* the producer runs. Everything else lives once, in `_Core`:
+the lifecycle (`_State`), the three time limits, which outcome wins, and what
+the consumer is told at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import contextvars
 import enum
 import itertools
 import math
 import threading
-import weakref
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from ._answer import StreamStats
-from .errors import StreamTimeout, TimeoutName
-from .sinks import Cancelled, Sink, SinkName, SinkStatistics, make_sink
+from ._summary import StreamStats
+from ._worker import AsyncProducer, Emit, Producer, TaskWorker, ThreadWorker, Worker
+from .errors import Cancelled, StreamTimeout, TimeoutName
+from .sinks import Sink, SinkName, SinkStatistics, make_sink
 
-T = TypeVar("T")
 R = TypeVar("R")
 
-Emit = Callable[[Any], None]
-Producer = Callable[[Emit], Any]
-AsyncProducer = Callable[[Emit], Awaitable[Any]]
-Status = Literal["running", "completed", "interrupted", "error", "timeout", "cancelled"]
+Status = Literal["new", "running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
-
-#: Longest single wait of a consumer: keeps Ctrl-C responsive and bounds the
-#: damage of a custom sink that forgets to wake the consumer.
-WAIT_SLICE: Final = 0.1
 
 
 class _State(enum.Enum):
@@ -87,7 +75,7 @@ def add_note(exc: BaseException, note: str) -> None:
 
 
 class _Core(Generic[R]):
-    """State shared by a face and its worker thread.
+    """The state a face and its worker share, and the rules over it.
 
     The worker holds a reference to the core, never to the face, so an
     abandoned face can be garbage-collected (and cancel) while the worker runs.
@@ -105,6 +93,7 @@ class _Core(Generic[R]):
             raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
         self.sink: Sink = make_sink(sink)
         self.state = _State.NEW
+        #: "running" until an outcome is settled (the faces say "new" before the start)
         self.status: Status = "running"
         self.value: Any = None  # the return value, or the exception
         self.worker_done = False
@@ -116,13 +105,9 @@ class _Core(Generic[R]):
         #: an interrupt: it ends "interrupted" rather than "completed"
         self.interrupted = False
         self.id = next(_ids)
-        self._producer: Producer | None = producer
         # With `aproducer`, an async face whose sink never blocks runs the
         # producer as a task on the consumer's event loop instead of a thread.
-        self._aproducer: AsyncProducer | None = aproducer
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._context = contextvars.copy_context()
+        self.worker: Worker = ThreadWorker(producer) if aproducer is None else TaskWorker(aproducer)
         self._timeouts = timeouts
         self._lock = threading.Lock()
         self._sink_closed = False
@@ -131,73 +116,40 @@ class _Core(Generic[R]):
         self.stats = StreamStats()
         self.first_token_t: float | None = None
         self.last_event_t = 0.0
+        self._recheck_at = 0.0  # the producer's next look at the deadlines (see make_emit)
 
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
-        """Start the producer in its own daemon thread, or as a task (once)."""
+        """Hand the producer to the worker (once)."""
         if self.state is not _State.NEW:
             return
         self.state = _State.RUNNING
         self.t_start = self.last_event_t = self.stats.started = monotonic()
-        if self._aproducer is not None:
-            self._start_task()
-            return
-        thread = threading.Thread(target=self._work, name=f"callstream-{self.id}", daemon=True)
         try:
-            thread.start()
-        except BaseException:
+            self.worker.start(self)
+        except BaseException:  # "can't start new thread": nothing runs, nothing to wait for
             self.state = _State.DONE
-            self._producer = None
             self.status = "cancelled"
             raise
-        _live.add(self)
 
     def close(self) -> None:
         """Stop the producer at its next emit; never waits for it. Idempotent."""
         self.state = _State.DONE
         self.stopping = True
         self._settle("cancelled", None)
-        self._cancel_task()
+        self.worker.cancel()
+        self.close_sink()  # may raise (a KeyboardInterrupt): a later close() retries
+
+    def close_sink(self) -> None:
+        """Close the sink (once): buffered items go, the producer's next put raises `Cancelled`."""
         if not self._sink_closed:
-            self.sink.close()  # may raise (a KeyboardInterrupt): a later close() retries
+            self.sink.close()
             self._sink_closed = True
 
-    # -- the task-based producer ----------------------------------------------
+    # -- the worker's reports ---------------------------------------------------
 
-    def _start_task(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        # Created inside the caller's context copy: the task sees its contextvars.
-        self._task = self._context.run(loop.create_task, self._awork(), name=f"callstream-{self.id}")
-
-    def _cancel_task(self) -> None:
-        task, loop = self._task, self._loop
-        if task is None or loop is None or task.done():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            task.cancel()
-        else:  # a finaliser or another thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
-                loop.call_soon_threadsafe(task.cancel)
-
-    async def _awork(self) -> None:
-        aproducer = self._aproducer
-        assert aproducer is not None
-        try:
-            value = await aproducer(self.make_emit())
-        except BaseException as exc:
-            self._record(exc, None)
-        else:
-            self._record(None, value)
-        finally:
-            self._aproducer = None
-            self._worker_ended()
-
-    def _record(self, exc: BaseException | None, value: Any) -> None:
+    def record(self, exc: BaseException | None, value: Any) -> None:
         """Settle the producer's outcome: its return value, or its exception."""
         if exc is None:
             self._settle("interrupted" if self.interrupted else "completed", value)
@@ -208,7 +160,8 @@ class _Core(Generic[R]):
         else:
             self._settle("error", exc)
 
-    def _worker_ended(self) -> None:
+    def worker_ended(self) -> None:
+        """The producer returned or raised: the sink is finished."""
         try:
             self.sink.finish()
         finally:
@@ -226,6 +179,38 @@ class _Core(Generic[R]):
             add_note(self.value, f"callstream: the producer then raised {value!r}")
         return False
 
+    # -- the time limits ----------------------------------------------------------
+
+    def _deadline(self, now: float) -> tuple[TimeoutName, float] | None:
+        """The one reading of the three limits at `now`: the limit to enforce next
+        and the seconds left until it (<= 0: it has passed), or None when no limit
+        applies (none set, or only a first-token limit and the first token came).
+
+        A limit that has passed wins over one still ahead; of several that have
+        passed, the whole stream's, then the first token's, then the idle one.
+        """
+        t = self._timeouts
+        assert t is not None
+        nearest: tuple[TimeoutName, float] | None = None
+        if t.total is not None:
+            nearest = ("timeout", self.t_start + t.total - now)
+        if t.first is not None and self.first_token_t is None:
+            left = self.t_start + t.first - now
+            if nearest is None or (nearest[1] > 0 and left < nearest[1]):
+                nearest = ("first_token_timeout", left)
+        if t.idle is not None:
+            left = self.last_event_t + t.idle - now
+            if nearest is None or (nearest[1] > 0 and left < nearest[1]):
+                nearest = ("idle_timeout", left)
+        return nearest
+
+    def _timeout_error(self, limit: TimeoutName) -> StreamTimeout:
+        t = self._timeouts
+        assert t is not None
+        seconds = {"timeout": t.total, "first_token_timeout": t.first, "idle_timeout": t.idle}[limit]
+        assert seconds is not None
+        return StreamTimeout(limit, seconds)
+
     # -- the producer side ----------------------------------------------------
 
     def make_emit(self, token: bool = True) -> Emit:
@@ -236,20 +221,24 @@ class _Core(Generic[R]):
         the producer's next callback even when nobody is pulling.
         """
         put = self.sink.put
-        t = self._timeouts
-        if t is None:
+        if self._timeouts is None:
             return put
-        total, first, idle = t.total, t.first, t.idle
         core = self
+        deadline = self._deadline
 
         def emit(item: Any) -> None:
             now = monotonic()
-            if (
-                (total is not None and now - core.t_start >= total)
-                or (first is not None and core.first_token_t is None and now - core.t_start >= first)
-                or (idle is not None and now - core.last_event_t >= idle)
-            ):
-                core._expire_in_producer(now)
+            # Deadlines only ever move later (the idle one with each item), so
+            # until the nearest one read last time, none can have passed.
+            if now >= core._recheck_at:
+                nearest = deadline(now)
+                if nearest is None:
+                    core._recheck_at = math.inf
+                elif nearest[1] > 0:
+                    core._recheck_at = now + nearest[1]
+                else:
+                    core._settle("timeout", core._timeout_error(nearest[0]))
+                    raise Cancelled
             if token and core.first_token_t is None:
                 core.first_token_t = now
             core.last_event_t = now
@@ -258,87 +247,39 @@ class _Core(Generic[R]):
 
         return emit
 
-    def _expire_in_producer(self, now: float) -> None:
-        limit = self._expired(now)
-        if limit is not None:
-            self._settle("timeout", self._timeout_error(limit))
-            raise Cancelled
-
-    def _work(self) -> None:
-        producer = self._producer
-        assert producer is not None
-        try:
-            value = self._context.run(producer, self.make_emit())
-        except BaseException as exc:
-            self._record(exc, None)
-        else:
-            self._record(None, value)
-        finally:
-            self._producer = None
-            self._worker_ended()
-
     # -- the consumer side ----------------------------------------------------
 
-    def _expired(self, now: float) -> TimeoutName | None:
-        t = self._timeouts
-        assert t is not None
-        if t.total is not None and now - self.t_start >= t.total:
-            return "timeout"
-        if t.first is not None and self.first_token_t is None and now - self.t_start >= t.first:
-            return "first_token_timeout"
-        if t.idle is not None and now - self.last_event_t >= t.idle:
-            return "idle_timeout"
-        return None
+    def enforce_deadlines(self) -> float | None:
+        """Stop the stream if a time limit has passed; else how long the consumer
+        may wait for the next item (None: no limit).
 
-    def _timeout_error(self, limit: TimeoutName) -> StreamTimeout:
-        t = self._timeouts
-        assert t is not None
-        seconds = {"timeout": t.total, "first_token_timeout": t.first, "idle_timeout": t.idle}[limit]
-        assert seconds is not None
-        return StreamTimeout(limit, seconds)
-
-    def wait_time(self) -> float | None:
-        """How long the consumer may wait for the next item (None: no limit).
-
-        Called only when the buffer is empty. When a deadline has passed it
-        records the timeout, stops the producer and returns 0.
+        Called only when the buffer is empty. When a limit has passed it
+        records the timeout, stops the producer, closes the sink and returns 0.
         """
-        t = self._timeouts
-        if t is None:
+        if self._timeouts is None:
             return None
         now = monotonic()
-        limit = self._expired(now)
-        if limit is not None:
-            # Whoever settled it (here, or the producer at its last emit), the
-            # consumer stops waiting now: a producer task on this very loop
-            # may not get to run again before the consumer returns.
-            self._settle("timeout", self._timeout_error(limit))
-            self.stopping = True
-            self._close_sink_quietly()
-            return 0.0
-        deadlines = []
-        if t.total is not None:
-            deadlines.append(self.t_start + t.total)
-        if t.first is not None and self.first_token_t is None:
-            deadlines.append(self.t_start + t.first)
-        if t.idle is not None:
-            deadlines.append(self.last_event_t + t.idle)
-        if not deadlines:  # only a first-token limit, and the first token came
+        nearest = self._deadline(now)
+        if nearest is None:
             return None
-        return max(min(deadlines) - now, 0.0)
+        limit, left = nearest
+        if left > 0:
+            return left
+        # Whoever settled it (here, or the producer at its last emit), the
+        # consumer stops waiting now: a producer task on this very loop
+        # may not get to run again before the consumer returns.
+        self._settle("timeout", self._timeout_error(limit))
+        self.stopping = True
+        self.worker.cancel()
+        self.close_sink()
+        return 0.0
 
-    def _close_sink_quietly(self) -> None:
-        self._cancel_task()
-        if not self._sink_closed:
-            self.sink.close()
-            self._sink_closed = True
+    def raise_outcome(self, delivered: int, tokens: int) -> None:
+        """The buffer is drained and the producer is done: end the consumer's iteration.
 
-    def end(self, delivered: int, tokens: int) -> None:
-        """The buffer is drained and the producer is done: tell the consumer.
-
-        Returns normally for a completed or cancelled stream (end of
-        iteration); raises the producer's exception or the `StreamTimeout`.
-        The exception is raised once; later calls return normally.
+        Marks the stream done, then raises the producer's exception or the
+        `StreamTimeout` (once; later calls return), or returns for a completed,
+        interrupted or cancelled stream (the face then ends its iteration).
         """
         self.state = _State.DONE
         if self.status in ("error", "timeout") and not self.error_delivered:
@@ -350,7 +291,8 @@ class _Core(Generic[R]):
                     f"callstream: raised by the producer after {tokens} token(s) were delivered "
                     f"({delivered} item(s) in all)",
                 )
-            self._close_sink_quietly()
+            self.worker.cancel()
+            self.close_sink()
             raise exc
 
     def pending_error(self) -> BaseException | None:
@@ -362,30 +304,3 @@ class _Core(Generic[R]):
 
     def statistics(self) -> SinkStatistics:
         return self.sink.statistics()
-
-
-_live: weakref.WeakSet[_Core[Any]] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    """Stop producers of streams still open at exit (say, held in a cycle), so
-    an unconsumed producer does not keep filling memory during shutdown."""
-    for core in list(_live):
-        try:
-            core.close()
-        except Exception:
-            continue
-
-
-def check_state_for_enter(state: _State, kind: str) -> None:
-    if state is _State.RUNNING:
-        raise RuntimeError(f"Cannot enter a {kind} more than once, or after iterating it.")
-    if state is _State.DONE:
-        raise RuntimeError(f"Cannot enter a {kind} once it has been closed or has ended.")
-
-
-EMPTY: Final[deque[Any]] = deque()
-
-#: What the private idle-aware iterators yield when a heartbeat is due.
-IDLE: Final = object()

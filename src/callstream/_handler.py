@@ -13,13 +13,9 @@ from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.runnables.config import var_child_runnable_config
 
 from . import _langgraph
-from ._answer import StreamStats
-from .events import Event, EventKind
-
-Emit = Callable[[Any], None]
-
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-_new = tuple.__new__
+from ._summary import StreamStats
+from ._worker import Emit
+from .events import _EMPTY, Event, EventKind
 
 
 class Filter(NamedTuple):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import itertools
 import logging
@@ -28,13 +29,14 @@ import threading
 from asyncio import events
 from collections import deque
 from collections.abc import Awaitable, Callable
-from time import monotonic
 from typing import Any, cast, final
 
 from ._astream import AsyncStream
-from ._core import Producer, Status, Timeouts, _Core, _live, _State
+from ._core import Status, Timeouts, _Core
 from ._stream import Stream
-from .sinks import BoundedSink, Cancelled, DequeSink, QueueSink, Sink, SinkName, never_blocks
+from ._worker import Producer, cancel_task, track
+from .errors import Cancelled
+from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, never_blocks
 
 __all__ = ("Push", "afrom_push", "from_push")
 
@@ -250,11 +252,10 @@ class Push:
                 self._cancelled = True
                 hooks, self._hooks = self._hooks, []
             self._cond.notify_all()  # a pump waiting for items
-        if close_sink and not core._sink_closed:
+        if close_sink:
             # Release producers blocked on a full sink before the hooks run:
             # a hook that waits for the SDK's thread must not wait on us.
-            core.sink.close()
-            core._sink_closed = True
+            core.close_sink()
         self._try_finish_sink()
         self._run_hooks(hooks)
 
@@ -348,20 +349,30 @@ class _PushCore(_Core[Any]):
 
     def __init__(self, start: Start, sink: SinkName | Sink, timeouts: Timeouts | None, *, loop_face: bool) -> None:
         super().__init__(cast(Producer, start), sink, timeouts)  # kept only to be checked as a callable
-        self._start_fn: Start | None = start
-        self._loop_face = loop_face
         self.push = Push(self)
+        self.worker = _PushWorker(start, self.push, loop_face)
 
-    def start(self) -> None:
+
+class _PushWorker:
+    """Runs `start(push)` in the consumer's thread (an awaitable it returns: as a
+    task on the consumer's loop); cancelling runs the `on_cancel` hooks."""
+
+    __slots__ = ("_context", "_loop", "_loop_face", "_push", "_start", "_task")
+
+    def __init__(self, start: Start, push: Push, loop_face: bool) -> None:
+        self._start: Start | None = start
+        self._push = push
+        self._loop_face = loop_face
+        self._context = contextvars.copy_context()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, core: _Core[Any]) -> None:
         """Call `start(push)` (once), with the caller's `contextvars`."""
-        if self.state is not _State.NEW:
-            return
-        self.state = _State.RUNNING
-        self.t_start = self.last_event_t = self.stats.started = monotonic()
-        _live.add(self)
-        start, self._start_fn, self._producer = self._start_fn, None, None
+        track(core)
+        start, self._start = self._start, None
         assert start is not None
-        push = self.push
+        push = self._push
         try:
             result = self._context.run(start, push)
         except BaseException as exc:
@@ -375,10 +386,10 @@ class _PushCore(_Core[Any]):
             push._end(("error", TypeError("start returned an awaitable: use callstream.afrom_push")), stop=True)
             return
         loop = self._loop = events.get_running_loop()
-        self._task = self._context.run(loop.create_task, self._await_start(result), name=f"callstream-{self.id}")
+        self._task = self._context.run(loop.create_task, self._await_start(result), name=f"callstream-{core.id}")
 
     async def _await_start(self, started: Awaitable[Any]) -> None:
-        push = self.push
+        push = self._push
         try:
             await started
         except BaseException as exc:
@@ -386,11 +397,11 @@ class _PushCore(_Core[Any]):
                 return  # ours: the consumer left while start was awaited
             push._end(("error", exc), stop=True)
 
-    def _cancel_task(self) -> None:
+    def cancel(self) -> None:
         # Called by close() and when the consumer notices a time limit: the
         # producer is stopped by its hooks (and an awaited start is cancelled).
-        super()._cancel_task()
-        self.push._end(None, stop=True, close_sink=True)
+        cancel_task(self._task, self._loop)
+        self._push._end(None, stop=True, close_sink=True)
 
 
 def from_push(

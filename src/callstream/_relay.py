@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from ._answer import StreamStats, Summary
 from ._astream import AsyncStream
 from ._core import Timeouts, _Core, _State
+from ._face import _BaseStream
 from ._memory_store import MemoryStore
 from ._relay_store import Batch, Outcome, RelayStatus, RelayStore
-from ._stream import Stream, _BaseStream
+from ._stream import Stream
+from ._summary import StreamStats, Summary
 from .events import Event
 from .sinks import SinkName
 

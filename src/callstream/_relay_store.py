@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from ._answer import Summary
+from ._summary import Summary
 from .events import Event
 
 __all__ = ("ENDED", "Batch", "Face", "LocalStore", "Outcome", "RelayStatus", "RelayStore")

@@ -88,35 +88,61 @@ def _make_core(
         raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
     filter_ = Filter.of(**filters)
-    kwargs = _langgraph.stream_kwargs(runnable)
-    box: list[CallbackHandler] = []
+    run = _Run(runnable, input, config)
+    sink_ = make_sink(sink)
+    core: _Core[Any] = _Core(
+        run.produce, sink_, timeouts, aproducer=run.aproduce if on_loop and never_blocks(sink_) else None
+    )
+    run.attach(core, filter_)
+    return core
 
-    def produce(emit: Any) -> Any:
-        handler = box[0]
-        run_config = _with_handler(config, handler)
-        if _is_legacy_chain(runnable):
-            return runnable.invoke(input, run_config)
+
+class _Run:
+    """One run of a runnable, as the core's producer.
+
+    The callback handler emits through the core, which needs the producer to
+    be built: the core is made with `produce`/`aproduce`, then `attach`ed.
+    """
+
+    __slots__ = ("config", "core", "handler", "input", "kwargs", "runnable")
+
+    def __init__(self, runnable: Runnable[Any, Any], input: Any, config: RunnableConfig | None) -> None:
+        self.runnable = runnable
+        self.input = input
+        self.config = config
+        self.kwargs = _langgraph.stream_kwargs(runnable)
+        self.core: _Core[Any] | None = None
+        self.handler: CallbackHandler | None = None
+
+    def attach(self, core: _Core[Any], filter_: Filter | None) -> None:
+        """Give the run its core, and a callback handler that emits into it."""
+        self.core = core
+        emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
+        self.handler = handler_type()(emit_token, emit_event, filter_, lambda: core.stopping, core.stats)
+
+    def _attached(self) -> tuple[_Core[Any], CallbackHandler, RunnableConfig]:
+        assert self.core is not None and self.handler is not None, "attach() first"
+        return self.core, self.handler, _with_handler(self.config, self.handler)
+
+    def produce(self, emit: Any) -> Any:
+        core, handler, run_config = self._attached()
+        if _is_legacy_chain(self.runnable):
+            return self.runnable.invoke(self.input, run_config)
         # Driven by stream(), as astream_events drives astream(): an LLM inside
         # a chain then streams token by token. The output is the root run's
         # end value (what invoke returns), or the chunks added up.
-        output = _output(handler, list(runnable.stream(input, run_config, **kwargs)))
+        output = _output(handler, list(self.runnable.stream(self.input, run_config, **self.kwargs)))
         core.interrupted = handler.interrupted
         return output
 
-    async def aproduce(emit: Any) -> Any:
-        handler = box[0]
-        run_config = _with_handler(config, handler)
-        if _is_legacy_chain(runnable):
-            return await runnable.ainvoke(input, run_config)
-        output = _output(handler, [chunk async for chunk in runnable.astream(input, run_config, **kwargs)])
+    async def aproduce(self, emit: Any) -> Any:
+        core, handler, run_config = self._attached()
+        if _is_legacy_chain(self.runnable):
+            return await self.runnable.ainvoke(self.input, run_config)
+        chunks = [chunk async for chunk in self.runnable.astream(self.input, run_config, **self.kwargs)]
+        output = _output(handler, chunks)
         core.interrupted = handler.interrupted
         return output
-
-    sink_ = make_sink(sink)
-    core: _Core[Any] = _Core(produce, sink_, timeouts, aproducer=aproduce if on_loop and never_blocks(sink_) else None)
-    emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
-    box.append(handler_type()(emit_token, emit_event, filter_, lambda: core.stopping, core.stats))
-    return core
 
 
 def iter_callbacks(

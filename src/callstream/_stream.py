@@ -2,144 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, Generic, Literal, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, final
 
-from ._answer import AnswerFilter, StreamStats, Summary
-from ._core import (
-    EMPTY,
-    IDLE,
-    WAIT_SLICE,
-    Producer,
-    Status,
-    Timeouts,
-    _Core,
-    _State,
-    add_note,
-    check_state_for_enter,
-)
+from ._answer import AnswerFilter
+from ._core import Timeouts, _Core, _State
+from ._face import IDLE, _BaseStream
+from ._worker import as_producer
 from .events import Event, token_text
-from .sinks import Sink, SinkName, SinkStatistics
+from .sinks import Sink, SinkName
 
 __all__ = ("Stream", "from_callback")
 
 T = TypeVar("T")
-Self = TypeVar("Self", bound="_BaseStream[Any]")
+Self = TypeVar("Self", bound="Stream[Any]")
+
+#: Longest single wait of a consumer: keeps Ctrl-C responsive and bounds the
+#: damage of a custom sink that forgets to wake the consumer.
+WAIT_SLICE: Final = 0.1
 
 
-class _BaseStream(Generic[T]):
-    """What both faces share: state, text, output, close, repr."""
-
-    _kind = "stream"
-
-    def __init__(self, core: _Core[Any]) -> None:
-        self._core = core
-        self._pending: deque[Any] = EMPTY
-        self._parts: list[str] = []
-        self._merged = 0  # parts folded into one by `text`: still counted as tokens
-        self._delivered = 0
-        # who iterates: None (nobody yet), "items" (the stream itself) or "tokens"
-        self._mode: Literal["items", "tokens"] | None = None
-
-    @property
-    def text(self) -> str:
-        """The token text delivered so far, concatenated (partial after an error)."""
-        if len(self._parts) > 1:
-            self._merged += len(self._parts) - 1
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    def _tokens_delivered(self) -> int:
-        return len(self._parts) + self._merged
-
-    @property
-    def status(self) -> Status:
-        """`"running"`, `"completed"`, `"interrupted"` (a LangGraph graph paused on
-        `interrupt()`: the run ended normally, `output` holds `"__interrupt__"`),
-        `"error"`, `"timeout"` or `"cancelled"`."""
-        return self._core.status
-
-    @property
-    def output(self) -> Any:
-        """What the producer returned (for a runnable: what `invoke` returns).
-
-        Raises:
-            RuntimeError: the stream has not completed (still running, or it
-                ended with an error, a timeout or a cancellation). An
-                interrupted stream completed: its output is what `invoke`
-                returns, `"__interrupt__"` included.
-        """
-        core = self._core
-        if core.status == "completed" or core.status == "interrupted":
-            return core.value
-        if core.state is _State.NEW:
-            raise RuntimeError("no output yet: the stream has not started; iterate it to the end first")
-        if core.status == "running":
-            raise RuntimeError("no output yet: the stream is still running; iterate it to the end first")
-        cause = core.value if isinstance(core.value, BaseException) else None
-        raise RuntimeError(f"no output: the stream ended with status {core.status!r}") from cause
-
-    def statistics(self) -> SinkStatistics:
-        """The sink's statistics (buffered items, peak, waiting producers...)."""
-        return self._core.statistics()
-
-    @property
-    def stats(self) -> StreamStats:
-        """Live figures, updated as the run goes (tokens, LLM calls, tool calls, usage)."""
-        return self._core.stats
-
-    @property
-    def summary(self) -> Summary:
-        """How the stream went, on every exit path: status, text, tool calls,
-        usage, time to first token, tokens/s, longest gap, LLM calls, peak
-        sink depth (a snapshot; `status` is `"running"` until the end)."""
-        core = self._core
-        error = core.value if core.status in ("error", "timeout") else None
-        peak = core.statistics().peak
-        return core.stats.summary(core.status, self.text, peak, error, core.t_end, self._tokens_delivered())
-
-    def close(self) -> None:
-        """Stop the producer at its next callback and end iteration.
-
-        Returns at once, without waiting for the producer. Idempotent; safe
-        from any thread, and from inside the producer.
-        """
-        self._pending.clear()  # undelivered items go now, not when the stream is collected
-        self._core.close()
-
-    def _claim(self, mode: Literal["items", "tokens"]) -> None:
-        if self._mode is None:
-            self._mode = mode
-        elif self._mode != mode:
-            raise RuntimeError(
-                "iterate either the stream (events) or its tokens(), not both: "
-                "each item is delivered once, so mixing them would split the stream"
-            )
-
-    def _note_consumer_error(self, exc: BaseException | None) -> None:
-        pending = self._core.pending_error()
-        if exc is not None and pending is not None and pending is not exc:
-            add_note(exc, f"callstream: the producer had also raised {pending!r} (not delivered)")
-
-    def __del__(self) -> None:
-        core = getattr(self, "_core", None)
-        if core is not None and core.state is not _State.DONE:
-            try:
-                core.close()
-            except Exception:
-                pass
-
-    def __repr__(self) -> str:
-        core = self._core
-        state = core.status if core.state is not _State.NEW else "not started"
-        return f"<{type(self).__name__} {state}, delivered: {self._delivered}, sink: {core.sink!r}>"
-
-
+@final
 class Stream(_BaseStream[T]):
     """A synchronous iterator over what a producer emits.
 
@@ -155,7 +41,7 @@ class Stream(_BaseStream[T]):
     """
 
     def __enter__(self: Self) -> Self:
-        check_state_for_enter(self._core.state, self._kind)
+        self._check_enter()
         self._core.start()
         return self
 
@@ -246,7 +132,7 @@ class Stream(_BaseStream[T]):
             if batch:
                 return batch
             if done or core.stopping:
-                core.end(self._delivered, self._tokens_delivered())
+                core.raise_outcome(self._delivered, self._tokens_delivered())
                 raise StopIteration
             if not yielded:
                 # Let a busy producer run before we block: it then hands over a
@@ -255,7 +141,7 @@ class Stream(_BaseStream[T]):
                 yielded = True
                 time.sleep(0)
                 continue
-            wait = core.wait_time()
+            wait = core.enforce_deadlines()
             wait = WAIT_SLICE if wait is None or wait > WAIT_SLICE else wait
             if idle_at is not None:
                 left = idle_at - time.monotonic()
@@ -263,7 +149,7 @@ class Stream(_BaseStream[T]):
                     return deque()
                 wait = min(wait, left)
 
-    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> Iterator[str]:
+    def tokens(self, *, answer_only: bool = False, holdback: int | None = 80) -> Generator[str, None, None]:
         """Yield the text of token items, skipping empty strings.
 
         For `iter_callbacks`, the text of token events; for `from_callback`,
@@ -287,19 +173,10 @@ class Stream(_BaseStream[T]):
             RuntimeError: the stream itself was already iterated.
         """
         self._claim("tokens")
-        if answer_only:
-            return self._answer_tokens(AnswerFilter(holdback))
-        return self._tokens()
+        return self._tokens(AnswerFilter(holdback) if answer_only else None)
 
-    def _answer_tokens(self, answers: AnswerFilter) -> Iterator[str]:
-        try:
-            for item in self._items():
-                yield from answers.feed(item)
-        finally:
-            self.close()
-
-    def _tokens(self) -> Iterator[str]:
-        parts = self._parts
+    def _tokens(self, answers: AnswerFilter | None) -> Generator[str, None, None]:
+        # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
         try:
             while True:
                 try:
@@ -307,17 +184,7 @@ class Stream(_BaseStream[T]):
                 except StopIteration:
                     return
                 self._pending = batch
-                pop = batch.popleft
-                while batch:
-                    item = pop()
-                    self._delivered += 1
-                    if type(item) is Event:  # token_text(), inlined: this runs per token
-                        text = item.text if item.kind == "token" else None
-                    else:
-                        text = item if type(item) is str else None
-                    if text:
-                        parts.append(text)
-                        yield text
+                yield from self._texts(batch, answers)
         finally:
             self.close()
 
@@ -355,7 +222,7 @@ def from_callback(
         idle_timeout: seconds allowed between two items.
 
     Every emitted item counts as an event for the time limits. Once the stream
-    is closed or timed out, `emit` raises `callstream.sinks.Cancelled`, a
+    is closed or timed out, `emit` raises `callstream.errors.Cancelled`, a
     `BaseException`, so the producer stops there.
 
     An `async def` producer (or one that returns a coroutine) is run to the
@@ -369,19 +236,4 @@ def from_callback(
             number.
     """
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-    return Stream(_Core(_as_producer(producer), sink, timeouts))
-
-
-def _as_producer(producer: Callable[[Callable[[Any], None]], Any]) -> Producer:
-    """Check `producer`; one that returns a coroutine (an `async def`) has it
-    run to the end in the worker thread, on an event loop of its own."""
-    if not callable(producer):
-        raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
-
-    def produce(emit: Callable[[Any], None]) -> Any:
-        value = producer(emit)
-        if inspect.iscoroutine(value):
-            return asyncio.run(value)
-        return value
-
-    return produce
+    return Stream(_Core(as_producer(producer), sink, timeouts))

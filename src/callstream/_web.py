@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final, Protocol
 
 from ._astream import AsyncStream
-from ._core import IDLE
+from ._face import IDLE
 from ._stream import Stream
 from .errors import StreamError
 

@@ -31,8 +31,8 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk, BaseMessage, messages_from_dict
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
-from ._answer import Summary, ToolCall
 from ._relay_store import Outcome
+from ._summary import Summary, ToolCall
 from .errors import ProducerLost, RemoteError, StreamTimeout
 from .events import Event
 

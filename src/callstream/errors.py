@@ -1,15 +1,25 @@
 """The exceptions callstream raises of its own.
 
 ```
-StreamError                       base of every callstream error
- ├── StreamTimeout (TimeoutError)  a total, first-token or idle limit was hit
- ├── StreamOverflow                a BoundedSink(overflow="error") was full
- ├── StreamNotFound (KeyError)     a relay knows no run under that key (never published, or expired)
- ├── StreamGap                     a relay no longer keeps (or never issued) the events after that id
- ├── ProducerLost                  a published run's producer died without recording its outcome
- ├── RemoteError                   a published run failed in another process (type and message)
- └── RelayFull                     a relay already keeps `max_runs` runs
+Exception
+ └── StreamError                       base of every callstream error
+      ├── StreamTimeout (TimeoutError)  a total, first-token or idle limit was hit
+      ├── StreamOverflow                a BoundedSink(overflow="error") was full
+      ├── StreamNotFound (KeyError)     a relay knows no run under that key (never published, or expired)
+      ├── StreamGap                     a relay no longer keeps (or never issued) the events after that id
+      ├── ProducerLost                  a published run's producer died without recording its outcome
+      ├── RemoteError                   a published run failed in another process (type and message)
+      └── RelayFull                     a relay already keeps `max_runs` runs
+BaseException
+ └── Cancelled                         in the producer only: the consumer has left, stop here
 ```
+
+The consumer sees a `StreamError` (or the producer's own exception). The
+producer may see `Cancelled`, raised by `emit` once the stream was closed or
+timed out: like `GeneratorExit`, it is not an `Exception`, so that neither a
+producer's `except Exception:` nor a retry wrapper (`with_retry`,
+`with_fallbacks`) catches it and carries on. `callstream.sinks.Cancelled` is
+the same class.
 
 An exception raised by the producer (the model, a chain step, a tool, your
 callback function) is never wrapped: the consumer gets the very same object.
@@ -20,6 +30,7 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = (
+    "Cancelled",
     "ProducerLost",
     "RelayFull",
     "RemoteError",
@@ -31,6 +42,19 @@ __all__ = (
 )
 
 TimeoutName = Literal["timeout", "first_token_timeout", "idle_timeout"]
+
+
+class Cancelled(BaseException):
+    """Raised in the producer by `emit` (a sink's `put`) once the consumer has left.
+
+    The stream was closed (a `break` out of a `with`, `close()`, garbage
+    collection) or hit a time limit, and the producer stops at this callback.
+    It derives from `BaseException`, like `GeneratorExit`, and not from
+    `StreamError`: a producer's `except Exception:`, and LangChain's
+    `with_retry`/`with_fallbacks`, must not swallow the cancellation and call
+    the model again. Sink authors raise it from `put` after `close()`; nobody
+    else should catch it.
+    """
 
 
 class StreamError(Exception):

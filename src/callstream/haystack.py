@@ -37,13 +37,15 @@ except ImportError as exc:  # pragma: no cover - the extra is not installed
         "callstream.haystack needs Haystack: pip install 'callstream[haystack]' (the haystack-ai package)"
     ) from exc
 
-from ._answer import StreamStats
 from ._astream import AsyncStream
-from ._core import Emit, Timeouts, _Core
+from ._core import Timeouts, _Core
 from ._handler import Filter
 from ._stream import Stream
+from ._summary import StreamStats
+from ._worker import Emit
+from .errors import Cancelled
 from .events import Event
-from .sinks import Cancelled, Sink, SinkName, make_sink, never_blocks
+from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("aiter_run", "iter_run")
 

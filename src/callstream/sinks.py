@@ -9,6 +9,8 @@ A sink is a small protocol with one producer side and one consumer side:
 - `close()` is the consumer leaving: buffered items are discarded, every later
   `put` raises `Cancelled`, and a producer blocked in `put` is released.
 
+`Cancelled` is defined in `callstream.errors` and importable from here too.
+
 Three sinks ship. Any object following the `Sink` protocol works too;
 `callstream.testing.check_sink(make_sink)` runs the conformance checks on it.
 
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, final, get_args, runtime_checkable
 
-from .errors import StreamOverflow
+from .errors import Cancelled, StreamOverflow
 from .events import merge_tokens, token_text
 
 __all__ = (
@@ -40,15 +42,6 @@ __all__ = (
 
 OverflowPolicy = Literal["block", "drop_oldest", "drop_newest", "coalesce", "error"]
 _POLICIES: Final = get_args(OverflowPolicy)
-
-
-class Cancelled(BaseException):
-    """Raised in the producer by `put` once the consumer has left.
-
-    It derives from `BaseException`, like `GeneratorExit`, so that a producer's
-    `except Exception:` does not swallow the cancellation. Sink authors raise
-    it from `put` after `close()`; nobody else should catch it.
-    """
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 import callstream
 from callstream.testing import OpenAIServer
+from tests.conftest import wait_for_no_workers
 from tests.helpers import drain_into
 
 _tags = itertools.count()
@@ -197,7 +198,7 @@ def test_no_upstream_retry_after_cancel_in_flight(openai_server: OpenAIServer) -
         first = next(s)
         assert first.kind == "llm_start"
     openai_server.wait_ended(tag)
-    time.sleep(0.05)
+    wait_for_no_workers()  # the worker has ended: no retry can send a request any more
     rows = openai_server.stats(tag)
     assert len(rows) == 1
     assert s.text == ""
@@ -215,7 +216,7 @@ def test_with_retry_and_fallbacks_over_http_make_no_new_request(openai_server: O
             if e.kind == "token" and e.text:
                 break
     openai_server.wait_ended(tag)
-    time.sleep(0.05)
+    wait_for_no_workers()  # the worker has ended: no retry can send a request any more
     assert len(openai_server.stats(tag)) == 1 and openai_server.stats(backup_tag) == []
     assert starts == 1
 

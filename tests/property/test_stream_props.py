@@ -156,7 +156,7 @@ class StreamMachine(RuleBasedStateMachine):
     def observe(self) -> None:
         stats = self.stream.statistics()
         assert (stats.buffered >= 0 and stats.peak >= stats.buffered) or stats.closed
-        assert self.stream.status in ("running", "completed", "error", "timeout", "cancelled")
+        assert self.stream.status in ("new", "running", "completed", "error", "timeout", "cancelled")
 
     @invariant()
     def received_is_prefix_of_emitted(self) -> None:

@@ -369,7 +369,7 @@ def test_async_start_is_awaited_and_cancelled_if_the_consumer_leaves_first() -> 
         async with stream as s:
             assert await s.__anext__() == "connecting"
             await started.wait()
-        task = stream._core._task
+        task = stream._core.worker._task  # type: ignore[attr-defined]  # the awaited start, a task
         assert task is not None
         await asyncio.sleep(0)
         await asyncio.sleep(0)

@@ -24,6 +24,7 @@ import callstream
 from callstream import Event
 from callstream.sinks import SinkName
 from callstream.testing import ScriptedChatModel, ScriptedLLM, agent_script, tool_call
+from tests.conftest import wait_for_no_workers
 from tests.helpers import drain_into
 
 # -- helpers: one body for both faces ------------------------------------------
@@ -403,7 +404,7 @@ def test_with_retry_and_fallbacks_make_no_new_call_after_cancel() -> None:
             if i == 2:
                 break
     assert primary.finished.wait(2)
-    time.sleep(0.05)
+    wait_for_no_workers()  # the worker has ended: no retry nor fallback can start any more
     assert primary.calls == 1 and backup.calls == 0
 
 
@@ -670,7 +671,8 @@ def test_task_producer_cancelled_from_another_thread() -> None:
         t.join()
         async for _ in stream:
             pass
-        await asyncio.sleep(0.05)
+        # The producer task processes its cancellation: wait until it (every other task) is done.
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}), return_exceptions=True)
 
     asyncio.run(go())
     assert model.finished.wait(2)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..sinks import Cancelled, Sink
+from ..errors import Cancelled
+from ..sinks import Sink
 
 __all__ = ("check_sink",)
 
