@@ -72,7 +72,7 @@ def redis_relay(redis_server: Any) -> Iterator[Relay]:
 
 @pytest.mark.parametrize("sink", list(PUBLISHED_SINKS))
 @pytest.mark.parametrize("face", ["sync", "async"])
-@settings(max_examples=15)  # each async segment connects a new loop's client: fewer examples, same property
+@settings(max_examples=10)  # each async segment connects a new loop's client: fewer examples, same property
 @given(**RUNS)
 def test_resuming_over_redis_equals_one_uninterrupted_read(
     redis_relay: Relay, face: str, sink: str, n: int, cuts: list[int], wait: bool
