@@ -37,9 +37,11 @@ check: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks adapters docs
 	$(PY) -m mypy
 
-# Coverage of src/callstream, with the floor of [tool.coverage.report] (fail_under).
+# Coverage of src/callstream, with the floor of [tool.coverage.report] (fail_under). Two workers,
+# a test file per worker at a time (`--dist loadfile`: a file's servers start once); most of the
+# suite waits on real servers and subprocesses, so two workers fit two cores.
 test: check
-	$(PY) -m pytest -q --cov --cov-report=term
+	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report=term
 
 # The newest release of every dependency, no constraints, in a venv of its own (re-resolved on
 # every run), so that a release that breaks callstream shows up the day it ships.
