@@ -285,6 +285,8 @@ class DroppingProxy:
                         return
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self.listener.close()
 
 
