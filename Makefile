@@ -37,8 +37,9 @@ check: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks adapters docs
 	$(PY) -m mypy
 
+# Coverage of src/callstream, with the floor of [tool.coverage.report] (fail_under).
 test: check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term
 
 # The newest release of every dependency, no constraints, in a venv of its own (re-resolved on
 # every run), so that a release that breaks callstream shows up the day it ships.
