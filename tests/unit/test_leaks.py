@@ -64,7 +64,7 @@ def test_thousand_cancelled_streams_leave_no_thread_and_no_memory() -> None:
         tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename") if "callstream" in str(s.traceback))
     assert grown <= 1024, f"callstream code retained {grown} bytes over 1,000 streams"
-    assert threading.active_count() == baseline
+    assert threading.active_count() <= baseline  # none of ours left (another test's may end meanwhile)
     assert callstream_threads() == []
 
 

@@ -637,6 +637,7 @@ def test_keyboard_interrupt_in_blocked_consumer(tmp_path: Any) -> None:
     script = tmp_path / "ki.py"
     script.write_text(
         "import os, signal, threading, time, callstream\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # a parent (an xdist worker) may ignore it\n"
         "stalled = threading.Event()\n"
         "def producer(emit):\n"
         "    emit('a'); stalled.set()\n"
