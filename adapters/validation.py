@@ -644,12 +644,7 @@ class ChatRequest:
 
 def chat_request(body: Any) -> ChatRequest:
     """Check a `/v1/chat/completions` body; raise `ApiError` (400) on the first problem."""
-    if not isinstance(body, dict):
-        raise ApiError(
-            400,
-            f"Invalid type for the request body: expected an object, but got {_article(_kind(body))} instead.",
-            code="invalid_type",
-        )
+    _require_object(body)
     known = {"model", "messages", "stream", "stream_options", *_FORWARDED, *_ACCEPTED, *_UNSUPPORTED}
     for key in body:
         if key not in known:
@@ -715,14 +710,19 @@ def thread_id(value: str | None, param: str = "thread") -> str:
     return value
 
 
-def decision(body: Any) -> str:
-    """A `POST /approval/{thread}/decision` body, `{"decision": "approve" | "reject"}`: the decision."""
+def _require_object(body: Any) -> None:
+    """A request body must be a JSON object (400 `invalid_type` otherwise)."""
     if not isinstance(body, dict):
         raise ApiError(
             400,
             f"Invalid type for the request body: expected an object, but got {_article(_kind(body))} instead.",
             code="invalid_type",
         )
+
+
+def decision(body: Any) -> str:
+    """A `POST /approval/{thread}/decision` body, `{"decision": "approve" | "reject"}`: the decision."""
+    _require_object(body)
     for key in body:
         if key != "decision":
             _unknown(key)
@@ -755,12 +755,7 @@ def run_request(body: Any) -> RunRequest:
     `thread` is required for `approval` and refused otherwise; `decision` resumes that paused
     thread with `Command(resume=...)` (a new run, with its own key).
     """
-    if not isinstance(body, dict):
-        raise ApiError(
-            400,
-            f"Invalid type for the request body: expected an object, but got {_article(_kind(body))} instead.",
-            code="invalid_type",
-        )
+    _require_object(body)
     for name in body:
         if name not in ("agent", "q", "thread", "decision"):
             _unknown(name)
