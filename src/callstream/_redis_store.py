@@ -257,6 +257,25 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return list(value or ())
 
 
+def _eid(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id `"<ms>-<seq>"` as numbers."""
+    ms, _, sub = _text(entry_id).partition("-")
+    return int(ms), int(sub or 0)
+
+
+def _streams(response: Any) -> list[tuple[Any, list[Any]]]:
+    """The `(stream, entries)` of an `XREAD` on several streams, raw RESP2 or RESP3."""
+    if not response:
+        return []
+    pairs = list(response.items()) if isinstance(response, dict) else [(item[0], item[1]) for item in response]
+    out = []
+    for stream, value in pairs:
+        if value and isinstance(value[0], list) and value[0] and isinstance(value[0][0], (list, tuple)):
+            value = value[0]
+        out.append((stream, list(value or ())))
+    return out
+
+
 def _field(fields: Any, name: str) -> Any:
     if isinstance(fields, dict):
         got = fields.get(name.encode())
@@ -278,6 +297,8 @@ class _Watch:
         self.stop = stop
         self.done = False
         self.cancelled_at: float | None = None
+        #: when its lease was last renewed (the async face's shared watcher)
+        self.last = monotonic()
 
     def step(self, renewed: Any, popped: Any) -> bool:
         """Act on one renewal and one wait; return False when the watch is over."""
@@ -313,25 +334,354 @@ class _Watch:
             if not self.step(renewed, popped):
                 return
 
-    async def arun(self) -> None:
-        store = self.store
-        last = monotonic()
-        while not self.done:
-            try:
-                renewed, popped = await store.acall(store.renew_ops(self.key, self.token))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self.done:
-                    return
-                if monotonic() - last > store.lease:
-                    self.stop()
-                    return
-                await asyncio.sleep(min(store.renew_every, 0.1))
+
+#: The most entries a follower keeps fetched and unread: past it, the hub stops reading its run.
+_FOLLOW_MAX: Final = 2048
+#: The most entries the hub takes from one run's stream per `XREAD`.
+_HUB_COUNT: Final = 256
+#: A subscriber that follows a run through the hub inspects it (status, lost producer, watching)
+#: at least this often, and whenever the hub had nothing for it during a read slice.
+_CHECK_EVERY: Final = 1.0
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Follower:
+    """One async subscription that the hub reads for: the entries fetched after its position."""
+
+    __slots__ = ("cursor", "entries", "error", "stream", "waiter")
+
+    def __init__(self, stream: str, cursor: tuple[int, int]) -> None:
+        self.stream = stream
+        #: the last entry fetched (or the subscriber's position): the hub reads after it
+        self.cursor = cursor
+        #: fetched and not yet read: `(n, sub, fields)` in order
+        self.entries: list[tuple[int, int, Any]] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        if self.waiter is not None:
+            _wake(self.waiter)
+
+
+class _Hub:
+    """Every caught-up async subscriber of one event loop, read by one `XREAD BLOCK` on one connection.
+
+    A subscriber that waits for its run's next events joins the hub (its run's stream, from its
+    position); the hub's `XREAD` names every such stream and returns as soon as any has new
+    entries, taking all of them (up to `_HUB_COUNT` a stream) in one round trip, and hands each
+    follower its own. A follower that joins while an `XREAD` is blocked wakes it with an entry
+    on the hub's own wake stream (`P:hub:<token>`, deleted when the hub goes idle). So a thousand
+    subscriptions cost one blocked connection, not a thousand, and one round trip per batch of
+    events across all of them, not two per event per subscriber.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.followers: dict[str, set[_Follower]] = {}
+        self.task: asyncio.Task[None] | None = None
+        #: the followers named by the `XREAD` in flight (None: none in flight)
+        self.reading: set[_Follower] | None = None
+        self.woken = False
+        self.wake_key = ""
+        #: the last entry of the wake stream seen (a wake sent before the `XREAD` arrives counts too)
+        self.wake_cursor = "0-0"
+        self.chores: set[asyncio.Task[Any]] = set()
+
+    def add(self, follower: _Follower) -> None:
+        self.followers.setdefault(follower.stream, set()).add(follower)
+        self.resume(follower)
+
+    def remove(self, follower: _Follower) -> None:
+        group = self.followers.get(follower.stream)
+        if group is not None:
+            group.discard(follower)
+            if not group:
+                del self.followers[follower.stream]
+
+    def resume(self, follower: _Follower) -> None:
+        """The follower waits for entries after its cursor: make sure the hub reads its stream."""
+        if self.task is None:
+            self.wake_key = f"{self.store.prefix}:hub:{secrets.token_hex(8)}"
+            self.wake_cursor = "0-0"
+            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
+        elif self.reading is not None and follower not in self.reading and not self.woken:
+            self.woken = True
+            self.chore(
+                self.store.acall(
+                    [("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1"), ("PEXPIRE", self.wake_key, 60_000)]
+                )
+            )
+
+    def chore(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[Any]) -> None:
+        self.chores.discard(task)
+        if not task.cancelled():
+            task.exception()  # a wake that failed: the hub's own read fails too, and says why
+
+    def _command(self) -> tuple[list[Any], set[_Follower]] | None:
+        """The next `XREAD`, or None: nobody waits."""
+        names: list[str] = []
+        ids: list[str] = []
+        reading: set[_Follower] = set()
+        for stream, group in self.followers.items():
+            cursor = None
+            for follower in group:
+                if len(follower.entries) < _FOLLOW_MAX:
+                    reading.add(follower)
+                    cursor = follower.cursor if cursor is None or follower.cursor < cursor else cursor
+            if cursor is not None:
+                names.append(stream)
+                ids.append(f"{cursor[0]}-{cursor[1]}")
+        if not names:
+            return None
+        block = max(1, round(self.store.hub_block * 1000))
+        command = ["XREAD", "COUNT", _HUB_COUNT, "BLOCK", block, "STREAMS", *names, self.wake_key, *ids]
+        command.append(self.wake_cursor)
+        return command, reading
+
+    def deliver(self, reply: Any) -> None:
+        for stream, entries in _streams(reply):
+            name = _text(stream)
+            if name == self.wake_key:
+                if entries:
+                    self.wake_cursor = _text(entries[-1][0])
                 continue
-            last = monotonic()
-            if not self.step(renewed, popped):
-                return
+            group = self.followers.get(name)
+            if not group or not entries:
+                continue
+            parsed = [(*_eid(entry_id), fields) for entry_id, fields in entries]
+            for follower in group:
+                cursor = follower.cursor
+                fresh = [e for e in parsed if (e[0], e[1]) > cursor]
+                if fresh:
+                    follower.entries.extend(fresh)
+                    follower.cursor = (fresh[-1][0], fresh[-1][1])
+                    follower.wake()
+
+    async def run(self) -> None:
+        client = self.store.aclient() if self.store.aclient is not None else None
+        assert client is not None
+        pool = client.connection_pool
+        connection: Any = None
+        try:
+            connection = await pool.get_connection()
+            while True:
+                planned = self._command()
+                if planned is None:
+                    break
+                command, self.reading = planned
+                self.woken = False
+                await connection.send_command(*command)
+                reply = await connection.read_response()
+                self.reading = None
+                self.deliver(reply)
+        except asyncio.CancelledError:
+            self.task = None
+            if connection is not None:
+                await connection.disconnect()
+                await pool.release(connection)
+            raise
+        except Exception as exc:  # the subscribers raise it, as a read of their own would
+            if connection is not None:
+                await connection.disconnect()
+            for group in self.followers.values():
+                for follower in group:
+                    follower.error = exc
+                    follower.wake()
+        finally:
+            self.reading = None
+            if self.task is asyncio.current_task():
+                self.task = None
+        wake_key = self.wake_key
+        if connection is not None:
+            await pool.release(connection)
+        self.chore(self.store.acall([("DEL", wake_key)]))
+
+
+class _HubReader:
+    """An async subscription's reads: the run's script when it must be looked at, else the hub."""
+
+    __slots__ = ("check_at", "follower", "hub", "key", "status", "store")
+
+    def __init__(self, store: RedisStore, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.hub: _Hub | None = None
+        self.follower: _Follower | None = None
+        self.check_at = 0.0
+        self.status: RelayStatus = "running"
+
+    async def aread(self, after: str | None, wait: float, limit: int) -> Batch:
+        store = self.store
+        if self.follower is not None and self.follower.error is not None:
+            raise self.follower.error
+        if monotonic() >= self.check_at or wait <= 0:
+            # The script: the run's status (a lost producer ends it here), StreamGap for an
+            # `after` never issued, StreamNotFound, and this subscriber's "seen" mark.
+            batch = await store.aread(self.key, after, 0, limit)
+            self.check_at = monotonic() + _CHECK_EVERY
+            self.status = batch.status
+            if batch.events or batch.outcome is not None or wait <= 0:
+                return batch
+        position = store._position(self.key, after)
+        cursor = (position, 0)
+        follower = self.follower
+        if follower is None:
+            self.hub = store.hub()
+            follower = self.follower = _Follower(store.keys(self.key)[1], cursor)
+            self.hub.add(follower)
+        else:
+            if follower.entries and (follower.entries[0][0], follower.entries[0][1]) <= cursor:
+                follower.entries = [e for e in follower.entries if (e[0], e[1]) > cursor]
+            if follower.cursor < cursor:
+                follower.cursor = cursor
+        if not follower.entries:
+            assert self.hub is not None
+            loop = asyncio.get_running_loop()
+            follower.waiter = waiter = loop.create_future()
+            self.hub.resume(follower)
+            timer = loop.call_later(min(wait, store.read_slice), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                follower.waiter = None
+            if follower.error is not None:
+                raise follower.error
+            if not follower.entries:  # nothing for a read slice: look at the run at the next read
+                self.check_at = 0.0
+                return Batch([], None, self.status)
+        if self.status == "queued":
+            self.status = "running"
+        return store.batch(self.key, after, position, limit, follower.entries, self.status)
+
+    def close(self) -> None:
+        if self.hub is not None and self.follower is not None:
+            self.hub.remove(self.follower)
+            self.follower.wake()
+        self.follower = None
+
+
+class _Writes:
+    """A loop's appends to Redis, pipelined: the first goes at once, the ones that come while it
+    is on its way go together in the next round trip (no wait is added to a lone write)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.queue: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
+        self.busy = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.queue.append((ops, fut))
+        if not self.busy:
+            self.busy = True
+            try:
+                await self.flush()
+            finally:
+                self.drain_later()
+        return await fut
+
+    def drain_later(self) -> None:
+        if self.queue:
+            task = asyncio.get_running_loop().create_task(self.drain())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            self.busy = False
+
+    async def drain(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self.drain_later()
+
+    async def flush(self) -> None:
+        batch, self.queue = self.queue, []
+        ops = [op for part, _ in batch for op in part]
+        try:
+            replies = await self.store.acall(ops)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        i = 0
+        for part, fut in batch:
+            if not fut.done():
+                fut.set_result(replies[i : i + len(part)])
+            i += len(part)
+
+
+class _Watches:
+    """A loop's producers: their leases renewed together (one pipeline a `lease / 5`), and one
+    `BLPOP` on all their cancel lists, which a cancel from any process wakes at once."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.watches: dict[str, _Watch] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, watch: _Watch) -> None:
+        self.watches[watch.key] = watch
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-leases")
+
+    def remove(self, watch: _Watch) -> None:
+        watch.done = True
+        if self.watches.get(watch.key) is watch:
+            del self.watches[watch.key]
+
+    async def run(self) -> None:
+        store = self.store
+        renewed_at = 0.0
+        try:
+            while self.watches:
+                watches = list(self.watches.values())
+                try:
+                    if monotonic() - renewed_at >= store.renew_every:
+                        ops = [store.script("renew", w.key, w.token, store.lease_px) for w in watches]
+                        states = await store.acall(ops)
+                        renewed_at = monotonic()
+                        for watch, state in zip(watches, states, strict=True):
+                            watch.last = renewed_at
+                            if not watch.step(state, None):
+                                self.remove(watch)
+                        continue
+                    wait = max(0.01, store.renew_every - (monotonic() - renewed_at))
+                    lists = [store.keys(w.key)[3] for w in watches if not w.done]
+                    if not lists:
+                        continue
+                    popped = (await store.acall([("BLPOP", *lists, f"{wait:.3f}")]))[0]
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    now = monotonic()
+                    for watch in watches:
+                        if now - watch.last > store.lease:  # it cannot prove it is alive: subscribers see it lost
+                            watch.stop()
+                            self.remove(watch)
+                    await asyncio.sleep(min(store.renew_every, 0.1))
+                    continue
+                if popped:
+                    name = _text(popped[0])
+                    for watch in watches:
+                        if store.keys(watch.key)[3] == name and not watch.step(0, popped):
+                            self.remove(watch)
+        finally:
+            self.task = None
 
 
 class RedisStore:
@@ -379,12 +729,29 @@ class RedisStore:
         if socket_timeout:  # a blocking command must return before the client gives up on it
             self.renew_every = min(self.renew_every, socket_timeout / 2)
             self.read_slice = min(self.read_slice, socket_timeout / 2)
+        #: the longest `XREAD BLOCK` of a loop's hub (it is woken when a subscriber joins)
+        self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
+        #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
+        self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
+        self._writes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writes] = weakref.WeakKeyDictionary()
+        self._watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watches] = weakref.WeakKeyDictionary()
         self._shas: dict[str, str] = {}
         #: this process's producers: key -> lease token
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- keys, scripts, round trips -------------------------------------------------
+
+    def hub(self) -> _Hub:
+        """The running loop's hub."""
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = self._hubs[loop] = _Hub(self)
+        return hub
+
+    def areader(self, key: str) -> _HubReader:
+        return _HubReader(self, key)
 
     def keys(self, key: str) -> list[str]:
         base = f"{self.prefix}:{{{key}}}"
@@ -519,7 +886,11 @@ class RedisStore:
         self.append_done(key, self.call(self.append_ops(key, events)))
 
     async def aappend(self, key: str, events: list[Event]) -> None:
-        self.append_done(key, await self.acall(self.append_ops(key, events)))
+        loop = asyncio.get_running_loop()
+        writes = self._writes.get(loop)
+        if writes is None:
+            writes = self._writes[loop] = _Writes(self)
+        self.append_done(key, await writes.submit(self.append_ops(key, events)))
 
     def finish_ops(self, key: str, outcome: Outcome) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -557,17 +928,16 @@ class RedisStore:
         if token is None:
             yield
             return
+        loop = asyncio.get_running_loop()
+        watches = self._watches.get(loop)
+        if watches is None:
+            watches = self._watches[loop] = _Watches(self)
         watch = _Watch(self, key, token, stop)
-        task = asyncio.get_running_loop().create_task(watch.arun(), name=f"callstream-lease-{key[:6]}")
+        watches.add(watch)
         try:
             yield
         finally:
-            watch.done = True
-            done, _ = await asyncio.wait({task}, timeout=0.2)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            watches.remove(watch)
 
     # -- cancelling, status -------------------------------------------------------------
 
@@ -630,17 +1000,27 @@ class RedisStore:
         status, seq, _ = got
         if position > seq:
             raise StreamGap(f"no event {after!r} was issued under {short_key(key)!r} (the last is {seq})")
-        entries = _entries(replies[1])
+        entries = [(*_eid(entry_id), fields) for entry_id, fields in _entries(replies[1])]
+        return self.batch(key, after, position, limit, entries, status)
+
+    def batch(
+        self,
+        key: str,
+        after: str | None,
+        position: int,
+        limit: int,
+        entries: list[tuple[int, int, Any]],
+        status: RelayStatus,
+    ) -> Batch:
+        """The events of stream entries `(n, sub, fields)` read after `position`, up to the attempt's end."""
         events: list[Event] = []
         outcome: Outcome | None = None
         expected = position + 1
-        for entry_id, fields in entries:
-            ms, _, sub = _text(entry_id).partition("-")
-            n = int(ms)
-            if sub == "0":
+        for n, sub, fields in entries:
+            if sub == 0:
                 if n != expected:
                     self._gap(key, after, n)
-                events.append(load_event(_field(fields, "e"), ms))
+                events.append(load_event(_field(fields, "e"), str(n)))
                 expected = n + 1
             else:  # the attempt's end, right after its last event
                 if n != expected - 1:

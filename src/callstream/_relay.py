@@ -519,9 +519,10 @@ class Relay:
     async def _afollow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:
         store = self._store
         await store.aattach(key)
+        reader = store.areader(key)
         try:
             while not core.stopping:
-                batch = await store.aread(key, after, _READ_SLICE, _READ_CHUNK)
+                batch = await reader.aread(after, _READ_SLICE, _READ_CHUNK)
                 after = self._deliver(core, batch, after, emit)
                 if batch.outcome is not None:
                     return self._ending(core, batch.outcome)
@@ -530,6 +531,7 @@ class Relay:
                     await asyncio.sleep(0.005)
             return None
         finally:
+            reader.close()
             self._left(key, await self._detach_quietly(store.adetach(key)))
 
     @staticmethod

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal, Protocol
 from ._summary import Summary
 from .events import Event
 
-__all__ = ("ENDED", "Batch", "Face", "LocalStore", "Outcome", "RelayStatus", "RelayStore")
+__all__ = ("ENDED", "Batch", "Face", "LocalStore", "Outcome", "Reader", "RelayStatus", "RelayStore")
 
 Face = Literal["sync", "async"]
 RelayStatus = Literal["queued", "running", "completed", "interrupted", "error", "timeout", "cancelled", "lost"]
@@ -54,6 +54,17 @@ class Batch:
     events: list[Event]
     outcome: Outcome | None
     status: RelayStatus
+
+
+class Reader(Protocol):
+    """One async subscription's reads of one run (`RelayStore.areader`): a store may keep
+    state between them (a position it follows for the subscriber)."""
+
+    async def aread(self, after: str | None, wait: float, limit: int) -> Batch:
+        """`RelayStore.aread` of this reader's run."""
+
+    def close(self) -> None:
+        """The subscription ended: forget it."""
 
 
 class RelayStore(Protocol):
@@ -117,6 +128,9 @@ class RelayStore(Protocol):
 
     async def aread(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         """`read`, awaiting instead of blocking."""
+
+    def areader(self, key: str) -> Reader:
+        """The reads of one async subscription of `key`, in order (each `after` the last read's end)."""
 
     def status(self, key: str) -> RelayStatus | None:
         """The run's status, or None for an unknown or expired key."""
@@ -185,6 +199,9 @@ class LocalStore:
     async def ahold(self, key: str, stop: Callable[[], None]) -> AsyncIterator[None]:
         yield
 
+    def areader(self, key: str) -> Reader:
+        return PlainReader(self, key)  # type: ignore[arg-type]
+
     async def astatus(self, key: str) -> RelayStatus | None:
         return self.status(key)  # type: ignore[attr-defined,no-any-return]
 
@@ -202,3 +219,19 @@ class LocalStore:
 
     async def aidle_for(self, key: str) -> float | None:
         return self.idle_for(key)  # type: ignore[attr-defined,no-any-return]
+
+
+class PlainReader:
+    """A `Reader` that is each read on its own: `store.aread`."""
+
+    __slots__ = ("key", "store")
+
+    def __init__(self, store: RelayStore, key: str) -> None:
+        self.store = store
+        self.key = key
+
+    async def aread(self, after: str | None, wait: float, limit: int) -> Batch:
+        return await self.store.aread(self.key, after, wait, limit)
+
+    def close(self) -> None:
+        return None
