@@ -24,6 +24,8 @@ __all__ = ("RedisRelay",)
 
 _SYNC_FACE = "publish, run, subscribe, reserve, cancel, status"
 _ASYNC_FACE = "apublish, arun, asubscribe, areserve, acancel, astatus"
+#: The connections of the asyncio client a relay makes from a URL, per event loop.
+_ASYNC_CONNECTIONS = 64
 
 
 def _redis() -> Any:
@@ -156,7 +158,17 @@ class RedisRelay(Relay):
             # A Redis that is down is said within about a second, not after a long retry loop.
             sync = self._own = redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(0.25, 0.01), 3))
             aclient = self._own_async = AsyncClients(
-                lambda: redis.asyncio.Redis.from_url(url, retry=AsyncRetry(ExponentialBackoff(0.25, 0.01), 3))
+                lambda: redis.asyncio.Redis.from_pool(
+                    # Subscribers share one blocked connection (the loop's hub) and writes are
+                    # pipelined, so a few connections serve thousands of runs; a burst of calls
+                    # waits for one instead of failing ("Too many connections").
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        url,
+                        max_connections=_ASYNC_CONNECTIONS,
+                        timeout=None,
+                        retry=AsyncRetry(ExponentialBackoff(0.25, 0.01), 3),
+                    )
+                )
             )
             faces, given, where = frozenset(("sync", "async")), "a URL", _where(sync)
         elif isinstance(url_or_client, redis.asyncio.Redis):
