@@ -465,3 +465,120 @@ async def _failing(emit: Any) -> None:
 def _url(relay: RedisRelay) -> str:
     kwargs = relay._redis_store.sync.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+# -- the async face at scale: one hub, pipelined writes, one lease watcher per loop ---------------
+
+
+async def _until(check: Any, what: str, within: float = 10) -> None:
+    """Poll the relay's own state (it has no event to await) until `check()`."""
+    end = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def _connections(raw: Any, name: str) -> int:
+    return sum(1 for c in raw.client_list() if c.get("name") == name)
+
+
+def test_async_subscribers_share_one_blocked_connection(redis_server: RedisServer, raw: Any, prefix: str) -> None:
+    """150 runs read at once (more than redis-py's default pool of 100): every event arrives, in
+    order, through a handful of connections; the hub's wake stream is gone once it is idle."""
+    runs, tokens = 150, 5
+    name = f"hub-{prefix}"
+
+    async def go() -> None:
+        relay = RedisRelay(f"{redis_server.url}?client_name={name}", prefix=prefix, lease=2.0)
+        gates = [asyncio.Event() for _ in range(runs)]
+        seen: list[list[str]] = []
+
+        def producer(gate: asyncio.Event) -> Any:
+            async def produce(emit: Any) -> None:
+                for i in range(tokens):
+                    await gate.wait()
+                    emit(f"t{i}")
+
+            return produce
+
+        async def one(gate: asyncio.Event) -> None:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(gate)), key=key)
+                seen.append([token async for token in sub.tokens()])
+
+        tasks = [asyncio.ensure_future(one(gate)) for gate in gates]
+        hub = relay._redis_store.hub()
+        await _until(lambda: sum(len(group) for group in hub.followers.values()) == runs, "every subscriber to wait")
+        # the hub's blocked XREAD, the leases' BLPOP, and what the pool keeps: not one per run
+        assert _connections(raw, name) <= 64 + 2
+        for gate in gates:
+            gate.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert seen == [[f"t{i}" for i in range(tokens)]] * runs
+        wait_key = hub.wake_key
+        await _until(lambda: hub.task is None and not raw.exists(wait_key), "the hub to go idle")
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_subscriber_that_joins_a_blocked_hub_wakes_it(relay: RedisRelay) -> None:
+    """The hub blocks for long (here 30 s); a subscriber that joins it is read at once."""
+    relay._redis_store.hub_block = 30.0
+
+    async def go() -> None:
+        idle = asyncio.Event()
+
+        async def never(emit: Any) -> None:
+            await idle.wait()
+
+        async def one_token(emit: Any) -> None:
+            emit("hello")
+
+        first = await relay.apublish(callstream.afrom_callback(never))
+        async with relay.asubscribe(first) as waiting:
+            reader = asyncio.ensure_future(anext(aiter(waiting)))
+            hub = relay._redis_store.hub()
+            await _until(lambda: hub.reading is not None, "the hub to block on the first run alone")
+            start = time.monotonic()
+            second = await relay.apublish(callstream.afrom_callback(one_token))
+            async with relay.asubscribe(second) as sub:
+                assert [e.text async for e in sub if e.kind == "token"] == ["hello"]
+            assert time.monotonic() - start < 10  # not the hub's 30 s block
+            idle.set()
+            with pytest.raises(StopAsyncIteration):
+                await reader
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_cancel_from_elsewhere_stops_an_async_producer(
+    relay: RedisRelay, redis_server: RedisServer, prefix: str
+) -> None:
+    """The loop's one lease watcher hears a cancel sent by another relay (another process) at once."""
+    other = RedisRelay(redis_server.url, prefix=prefix)
+
+    async def go() -> None:
+        started = asyncio.Event()
+
+        async def forever(emit: Any) -> None:
+            emit("first")
+            started.set()
+            await asyncio.Event().wait()
+
+        keys = [await relay.apublish(callstream.afrom_callback(forever)) for _ in range(3)]
+        await started.wait()
+        await asyncio.sleep(0.1)  # the watcher's BLPOP names them
+        other.cancel(keys[1])
+        end = time.monotonic() + 5
+        while await relay.astatus(keys[1]) != "cancelled" and time.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert [await relay.astatus(k) for k in keys] == ["running", "cancelled", "running"]
+        for key in (keys[0], keys[2]):
+            await relay.acancel(key)
+        await relay.aclose()
+
+    asyncio.run(go())
+    other.close()
