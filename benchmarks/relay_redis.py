@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import sys
@@ -51,16 +52,20 @@ def percentile(values: list[float], q: float) -> float:
 async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dict[str, Any]:
     lags: list[float] = []
     counts: list[int] = []
+    errors: list[str] = []
 
     async def one() -> None:
-        key = await relay.areserve() if hasattr(relay, "areserve") else relay.reserve()
-        async with relay.asubscribe(key) as sub:
-            await relay.apublish(callstream.afrom_callback(producer(tokens, gap), sink="deque"), key=key)
-            n = 0
-            async for token in sub.tokens():
-                lags.append(time.perf_counter() - float(token))
-                n += 1
-            counts.append(n)
+        n = 0
+        try:
+            key = await relay.areserve() if hasattr(relay, "areserve") else relay.reserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(tokens, gap), sink="deque"), key=key)
+                async for token in sub.tokens():
+                    lags.append(time.perf_counter() - float(token))
+                    n += 1
+        except Exception as exc:  # counted and reported, not a crash of the whole benchmark
+            errors.append(type(exc).__name__)
+        counts.append(n)
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one() for _ in range(runs)))
@@ -74,7 +79,11 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dic
         "lag_p50_ms": round(percentile(lags, 0.5) * 1000, 2),
         "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 2),
         "cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 1),
+        # 100: this process's one thread was busy all along (lag then measures the CPU backlog)
+        "cpu_busy_pct": round(cpu / wall * 100),
         "wall_s": round(wall, 2),
+        "runs_failed": len(errors),
+        "failures": sorted(set(errors)),
     }
 
 
@@ -126,6 +135,11 @@ class RoundTrips:
             cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
 
 
+def redis_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 def redis_memory(client: Any) -> int:
     return int(client.info("memory")["used_memory"])
 
@@ -140,11 +154,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         client = redis.Redis.from_url(server.url)
         out: dict[str, Any] = {"runs": args.runs, "tokens": TOKENS, "gap_ms": GAP * 1000}
+        out["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
+        out["hiredis"] = bool(getattr(__import__("redis.utils").utils, "HIREDIS_AVAILABLE", False))
         memory = callstream.MemoryRelay(max_runs=args.runs * 2 + 100)
         out["memory"] = await concurrent_runs(memory, args.runs, TOKENS, GAP)
-        relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 2 + 100)
+        relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 2 + 100, lease=args.lease)
         trips = RoundTrips()
-        base_memory, calls0 = redis_memory(client), commandstats(client)
+        base_memory, calls0, server_cpu0 = redis_memory(client), commandstats(client), redis_cpu(client)
         peak = [base_memory]
 
         async def sample() -> None:
@@ -157,6 +173,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         sampler.cancel()
         calls, round_trips = commandstats(client) - calls0, trips.count
         events = max(out["redis"]["events"], 1)
+        out["redis"]["server_cpu_us_per_event"] = round((redis_cpu(client) - server_cpu0) / events * 1e6, 1)
         out["redis"]["round_trips_per_run"] = round(round_trips / args.runs, 1)
         out["redis"]["round_trips_per_event"] = round(round_trips / events, 2)
         out["redis"]["commands_per_event"] = round(calls / events, 2)
@@ -173,12 +190,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any]) -> str:
-    rows = ["| relay | events/s | lag p50 ms | lag p99 ms | CPU µs/event | lost |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| relay | events/s | lag p50 ms | lag p99 ms | CPU µs/event (this process) | process busy % | lost | runs failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("memory", "redis"):
         r = out[name]
         rows.append(
             f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | "
-            f"{r['cpu_us_per_event']} | {r['lost']} |"
+            f"{r['cpu_us_per_event']} | {r['cpu_busy_pct']} | {r['lost']} | "
+            f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''} |"
         )
     r = out["redis"]
     return "\n".join(
@@ -191,11 +212,14 @@ def report(out: dict[str, Any]) -> str:
             f"- Redis lag p99 vs memory: {r['lag_p99_ms'] / max(out['memory']['lag_p99_ms'], 1e-9):.2f}x",
             f"- Redis round trips per run (producer and subscriber, pipelines and scripts counted once): "
             f"{r['round_trips_per_run']}, {r['round_trips_per_event']} per event; "
-            f"{r['commands_per_event']} commands executed per event (inside scripts included)",
+            f"{r['commands_per_event']} commands executed per event (inside scripts included); "
+            f"redis-server CPU {r['server_cpu_us_per_event']} µs per event",
             f"- Redis memory: {r['memory_peak_mb']} MB at the peak, {r['memory_after_ttl_mb']} MB after the TTL "
             f"({r['keys_after_ttl']} keys left)",
             f"- {out['resumes']['resumes']} random resumes: {out['resumes']['lost']} lost, "
             f"{out['resumes']['duplicated']} duplicated",
+            f"- Machine: {os.cpu_count()} cores, load average {out['load_average_before']} before the runs "
+            f"(other work on the machine included); hiredis parser: {out['hiredis']}",
         ]
     )
 
@@ -204,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--resumes", type=int, default=1000)
+    parser.add_argument("--lease", type=float, default=3.0, help="the relay's lease (its default: 3 s)")
     parser.add_argument("--ttl", type=float, default=3.0, help="the runs' TTL, to measure memory after it")
     parser.add_argument("--quick", action="store_true", help="20 runs, 50 resumes (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
