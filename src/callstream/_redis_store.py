@@ -646,28 +646,39 @@ class _Watches:
 
     async def run(self) -> None:
         store = self.store
-        renewed_at = 0.0
+        client = store.aclient() if store.aclient is not None else None
+        assert client is not None
+        pool = client.connection_pool
+        # A connection of its own: a renewal never waits behind the pool's queue (a busy loop's
+        # thousands of reads), only for the loop itself.
+        connection: Any = None
+        renewed_at = -store.renew_every
         try:
             while self.watches:
                 watches = list(self.watches.values())
                 try:
+                    if connection is None:
+                        connection = await pool.get_connection()
                     if monotonic() - renewed_at >= store.renew_every:
+                        started = monotonic()
                         ops = [store.script("renew", w.key, w.token, store.lease_px) for w in watches]
-                        states = await store.acall(ops)
-                        renewed_at = monotonic()
+                        states = await self._call(connection, ops)
+                        renewed_at = started
                         for watch, state in zip(watches, states, strict=True):
-                            watch.last = renewed_at
+                            watch.last = started
                             if not watch.step(state, None):
                                 self.remove(watch)
                         continue
                     wait = max(0.01, store.renew_every - (monotonic() - renewed_at))
-                    lists = [store.keys(w.key)[3] for w in watches if not w.done]
-                    if not lists:
-                        continue
-                    popped = (await store.acall([("BLPOP", *lists, f"{wait:.3f}")]))[0]
+                    lists = [store.keys(w.key)[3] for w in watches]
+                    popped = (await self._call(connection, [("BLPOP", *lists, f"{wait:.3f}")]))[0]
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    if connection is not None:
+                        await connection.disconnect()
+                        await pool.release(connection)
+                        connection = None
                     now = monotonic()
                     for watch in watches:
                         if now - watch.last > store.lease:  # it cannot prove it is alive: subscribers see it lost
@@ -682,6 +693,29 @@ class _Watches:
                             self.remove(watch)
         finally:
             self.task = None
+            if connection is not None:
+                await pool.release(connection)
+
+    async def _call(self, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """`ops` pipelined on the watcher's connection; the scripts loaded once if Redis lost them."""
+        from redis.exceptions import NoScriptError, ResponseError
+
+        for attempt in (0, 1):
+            await connection.send_packed_command(connection.pack_commands(ops))
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in ops:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # read the other replies: the connection stays in step
+                    error = error or exc
+                    replies.append(None)
+            if error is None:
+                return replies
+            if attempt or not isinstance(error, NoScriptError):
+                raise error
+            await self.store.acall([("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()])
+        raise AssertionError("unreachable")
 
 
 class RedisStore:
