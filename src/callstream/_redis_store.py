@@ -344,6 +344,28 @@ _HUB_COUNT: Final = 256
 _CHECK_EVERY: Final = 1.0
 
 
+async def _pipelined(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
+    """`ops` pipelined on a connection held by the caller; the scripts loaded once if Redis lost them."""
+    from redis.exceptions import NoScriptError, ResponseError
+
+    for attempt in (0, 1):
+        await connection.send_packed_command(connection.pack_commands(ops))
+        replies: list[Any] = []
+        error: ResponseError | None = None
+        for _ in ops:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # read the other replies: the connection stays in step
+                error = error or exc
+                replies.append(None)
+        if error is None:
+            return replies
+        if attempt or not isinstance(error, NoScriptError):
+            raise error
+        await store.acall([("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()])
+    raise AssertionError("unreachable")
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -580,6 +602,24 @@ class _Writes:
         self.queue: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
         self.busy = False
         self.tasks: set[asyncio.Task[None]] = set()
+        #: held while writes go on (one batch at a time): they never wait behind the pool's queue
+        self.connection: Any = None
+
+    async def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        store = self.store
+        client = store.aclient() if store.aclient is not None else None
+        assert client is not None
+        pool = client.connection_pool
+        if self.connection is None:
+            self.connection = await pool.get_connection()
+        connection = self.connection
+        try:
+            return await _pipelined(store, connection, ops)
+        except BaseException:
+            self.connection = None
+            await connection.disconnect()
+            await pool.release(connection)
+            raise
 
     async def submit(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -599,6 +639,13 @@ class _Writes:
             task.add_done_callback(self.tasks.discard)
         else:
             self.busy = False
+            if self.connection is not None:  # idle: the connection goes back to the pool
+                connection, self.connection = self.connection, None
+                client = self.store.aclient() if self.store.aclient is not None else None
+                if client is not None:
+                    task = asyncio.get_running_loop().create_task(client.connection_pool.release(connection))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
 
     async def drain(self) -> None:
         try:
@@ -610,7 +657,7 @@ class _Writes:
         batch, self.queue = self.queue, []
         ops = [op for part, _ in batch for op in part]
         try:
-            replies = await self.store.acall(ops)
+            replies = await self.call(ops)
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
@@ -662,7 +709,7 @@ class _Watches:
                     if monotonic() - renewed_at >= store.renew_every:
                         started = monotonic()
                         ops = [store.script("renew", w.key, w.token, store.lease_px) for w in watches]
-                        states = await self._call(connection, ops)
+                        states = await _pipelined(store, connection, ops)
                         renewed_at = started
                         for watch, state in zip(watches, states, strict=True):
                             watch.last = started
@@ -671,7 +718,7 @@ class _Watches:
                         continue
                     wait = max(0.01, store.renew_every - (monotonic() - renewed_at))
                     lists = [store.keys(w.key)[3] for w in watches]
-                    popped = (await self._call(connection, [("BLPOP", *lists, f"{wait:.3f}")]))[0]
+                    popped = (await _pipelined(store, connection, [("BLPOP", *lists, f"{wait:.3f}")]))[0]
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -695,27 +742,6 @@ class _Watches:
             self.task = None
             if connection is not None:
                 await pool.release(connection)
-
-    async def _call(self, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
-        """`ops` pipelined on the watcher's connection; the scripts loaded once if Redis lost them."""
-        from redis.exceptions import NoScriptError, ResponseError
-
-        for attempt in (0, 1):
-            await connection.send_packed_command(connection.pack_commands(ops))
-            replies: list[Any] = []
-            error: ResponseError | None = None
-            for _ in ops:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # read the other replies: the connection stays in step
-                    error = error or exc
-                    replies.append(None)
-            if error is None:
-                return replies
-            if attempt or not isinstance(error, NoScriptError):
-                raise error
-            await self.store.acall([("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()])
-        raise AssertionError("unreachable")
 
 
 class RedisStore:
