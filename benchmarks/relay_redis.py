@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--resumes", type=int, default=1000)
     parser.add_argument("--lease", type=float, default=3.0, help="the relay's lease (its default: 3 s)")
-    parser.add_argument("--ttl", type=float, default=3.0, help="the runs' TTL, to measure memory after it")
+    parser.add_argument(
+        "--ttl", type=float, default=15.0, help="the runs' TTL (longer than the backlog), to measure memory after it"
+    )
     parser.add_argument("--quick", action="store_true", help="20 runs, 50 resumes (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
