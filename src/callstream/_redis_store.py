@@ -19,10 +19,19 @@ is one Lua script, so each rule is atomic; positions are assigned by Redis
 (`seq`), continue across attempts, and a producer whose lease was taken over
 writes nothing (its token no longer matches).
 
-Round trips: a producer's batch of events is one `EVALSHA` (one round trip);
-a subscriber's read is one pipeline (`EVALSHA` inspecting the run, then
-`XREAD BLOCK` for the events); the producer's watcher renews its lease and
-waits for a cancel request (`BLPOP`) in one pipeline per `lease / 5`.
+Round trips, sync face: a producer's batch of events is one `EVALSHA`; a
+subscriber's read is one pipeline (`EVALSHA` inspecting the run, then `XREAD
+BLOCK`); each producer's watcher thread renews its lease and waits for a cancel
+request (`BLPOP`) in one pipeline per `lease / 5`.
+
+Async face, per event loop: the appends of every producer that come while one
+batch is on its way go together in the next pipeline (`_Writes`); a caught-up
+subscriber waits in the loop's hub, whose one `XREAD BLOCK` names every
+followed stream (`_Hub`; the run's script still inspects it at the first read,
+once a second, and after a read slice with nothing); one watcher renews every
+producer's lease in one pipeline and waits on all their cancel lists with one
+`BLPOP` (`_Watches`). The hub, the writes and the watcher each hold one
+connection, so a loop's thousand runs use a few connections, not two thousand.
 
 A run nobody records ends on the next look (any read or `status`): a
 reserved key past `queue_timeout`, or a running one whose lease key expired
