@@ -1,15 +1,21 @@
-"""Relay figures across processes: `python -m benchmarks.relay_redis [--runs N] [--quick]`.
+"""Relay figures across processes: `python -m benchmarks.relay_redis [--runs N] [--gap S] [--quick]`.
 
-Starts its own `redis-server` on a free loopback port (Debian's package), then, in one
-process on one event loop (the async face, as a FastAPI service would):
+Starts its own `redis-server` on a free loopback port (Debian's package), then:
 
-1. N concurrent runs (default 1,000) of 50 tokens each, paced like a model (a token every
-   20 ms), each read by one subscriber from the moment it starts, through `RedisRelay` and
-   through `MemoryRelay` in the same run: events/s, subscriber lag p50/p99 (a token's
-   arrival at its subscriber minus the moment its producer emitted it; target p99 <= 20 ms
-   on Redis), Redis memory at the peak and after the runs' TTL, round trips per run (Redis'
-   own `INFO commandstats`: how well the producer's batching works) and CPU per event.
-2. 1,000 random resumes of finished runs (a random `after`, read to the end): 0 lost and
+1. **Across processes, as deployed**: a web process (one event loop: the async face, as a
+   FastAPI service) reserves N runs (default 1,000), hands each key to a worker through a Redis
+   list (a Celery broker's part) and subscribes to it; `--workers` worker processes (one loop
+   each) take the keys and run them (`relay.arun(stream, key=key)`): 50 tokens each, paced like
+   a model (a token every `--gap` s, chosen so the machine's cores stay below ~70% busy).
+   Events/s, subscriber lag p50/p99 (a token's arrival at its subscriber minus the moment its
+   producer emitted it: `time.perf_counter`, CLOCK_MONOTONIC on Linux, one clock for every
+   process), CPU per event of each process and of redis-server, Redis memory at the peak and
+   after the runs' TTL, round trips per run (the broker's hand-off left out).
+2. **Saturation**: the same across processes with no pacing (each producer yields to its loop
+   between tokens): the most events/s this machine carries end to end.
+3. **In one process** (the memory relay can only be compared there): producers and subscribers
+   on one loop at the same pacing, `MemoryRelay` and `RedisRelay`.
+4. 1,000 random resumes of finished runs (a random `after`, read to the end): 0 lost and
    0 duplicated events, checked against a full read.
 
 Writes `benchmarks/results/relay_redis.md` and `.json`.
@@ -23,7 +29,9 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,14 +39,18 @@ from typing import Any
 import callstream
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 50
-GAP = 0.02
+#: a token every 200 ms: 1,000 runs are 5,000 events/s, which keeps this 2-core machine below ~70% busy
+GAP = 0.2
+#: the broker's list of keys (the part Celery's broker plays) and the processes' start signals
+JOBS, READY, GO = "bench:jobs", "bench:ready", "bench:go"
 
 
 def producer(tokens: int, gap: float) -> Any:
     async def produce(emit: Any) -> None:
         for _ in range(tokens):
-            await asyncio.sleep(gap)
+            await asyncio.sleep(gap)  # gap 0: yield to the loop (saturation)
             emit(f"{time.perf_counter():.6f}")  # the token's text is its emit time
 
     return produce
@@ -49,6 +61,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def lag_figures(lags: list[float]) -> dict[str, float]:
+    return {
+        "lag_p50_ms": round(percentile(lags, 0.5) * 1000, 2),
+        "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 2),
+        "lag_max_ms": round(max(lags, default=float("nan")) * 1000, 2),
+    }
+
+
+class RoundTrips:
+    """Round trips seen from the client side: each packed write to a connection is one
+    (a pipeline or a Lua script is one, whatever it holds)."""
+
+    def __init__(self) -> None:
+        import redis.asyncio.connection as aconn
+        import redis.connection as conn
+
+        self.count = 0
+        for cls in (conn.AbstractConnection, aconn.AbstractConnection):
+            original = cls.send_packed_command
+
+            def counted(self_: Any, *args: Any, _original: Any = original, **kw: Any) -> Any:
+                self.count += 1
+                return _original(self_, *args, **kw)
+
+            cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
+
+
+def hiredis() -> bool:
+    import redis.utils
+
+    return bool(getattr(redis.utils, "HIREDIS_AVAILABLE", False))
+
+
+# -- one process: producers and subscribers on one loop ----------------------------------------
+
+
 async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dict[str, Any]:
     lags: list[float] = []
     counts: list[int] = []
@@ -57,7 +105,7 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dic
     async def one() -> None:
         n = 0
         try:
-            key = await relay.areserve() if hasattr(relay, "areserve") else relay.reserve()
+            key = await relay.areserve()
             async with relay.asubscribe(key) as sub:
                 await relay.apublish(callstream.afrom_callback(producer(tokens, gap), sink="deque"), key=key)
                 async for token in sub.tokens():
@@ -76,14 +124,229 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dic
         "events": events,
         "lost": runs * tokens - events,
         "events_per_s": round(events / wall),
-        "lag_p50_ms": round(percentile(lags, 0.5) * 1000, 2),
-        "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 2),
+        **lag_figures(lags),
         "cpu_us_per_event": round(cpu / max(events, 1) * 1e6, 1),
         # 100: this process's one thread was busy all along (lag then measures the CPU backlog)
         "cpu_busy_pct": round(cpu / wall * 100),
         "wall_s": round(wall, 2),
         "runs_failed": len(errors),
         "failures": sorted(set(errors)),
+    }
+
+
+# -- across processes: a web process and worker processes --------------------------------------
+
+
+def relay_of(args: argparse.Namespace) -> Any:
+    from callstream.redis import RedisRelay
+
+    return RedisRelay(args.url, ttl=args.ttl, max_runs=args.runs * 4 + 100, lease=args.lease)
+
+
+def control_client(url: str) -> Any:
+    """The benchmark's own client (the broker's hand-off, the start signal): a few connections."""
+    import redis.asyncio
+
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=4, timeout=None)
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+async def web_role(args: argparse.Namespace) -> dict[str, Any]:
+    """Reserve each run, hand its key to a worker, follow it to its end."""
+    relay = relay_of(args)
+    control = control_client(args.url)
+    await control.rpush(READY, "web")
+    while not await control.blpop([GO + ":web"], timeout=1):
+        pass
+    trips = RoundTrips()
+    lags: list[float] = []
+    counts: list[int] = []
+    errors: list[str] = []
+    handed = 0
+
+    async def one() -> None:
+        nonlocal handed
+        n = 0
+        try:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await control.rpush(JOBS, key)  # the task is queued: a worker takes it
+                handed += 1
+                async for token in sub.tokens():
+                    lags.append(time.perf_counter() - float(token))
+                    n += 1
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+        counts.append(n)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(args.runs)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    round_trips = trips.count - handed
+    await control.rpush(JOBS, *(["stop"] * args.workers))
+    await control.aclose()
+    await relay.aclose()
+    events = sum(counts)
+    return {
+        "events": events,
+        "lost": args.runs * args.tokens - events,
+        "events_per_s": round(events / wall),
+        **lag_figures(lags),
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "round_trips": round_trips,
+        "runs_failed": len(errors),
+        "failures": sorted(set(errors)),
+    }
+
+
+async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
+    """Take keys from the broker and run each (`arun`) as a task on this worker's loop."""
+    relay = relay_of(args)
+    control = control_client(args.url)
+    await control.rpush(READY, "worker")
+    while not await control.blpop([GO + ":worker"], timeout=1):
+        pass
+    trips = RoundTrips()
+    taken = 0
+    tasks: set[asyncio.Task[Any]] = set()
+    errors: list[str] = []
+
+    done: list[str] = []
+
+    async def run(key: str) -> None:
+        done.append(key)
+        try:
+            await relay.arun(callstream.afrom_callback(producer(args.tokens, args.gap), sink="deque"), key=key)
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    while True:
+        got = await control.blpop([JOBS], timeout=1)  # within the client's socket timeout (5 s)
+        taken += 1
+        if got is None:
+            continue
+        key = got[1]
+        if key == b"stop":
+            break
+        task = asyncio.get_running_loop().create_task(run(key.decode()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    round_trips = trips.count - taken
+    await control.aclose()
+    await relay.aclose()
+    return {"runs": len(done), "cpu_s": cpu, "wall_s": wall, "round_trips": round_trips, "errors": errors}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of every core since boot (/proc/stat): the whole machine's load."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def redis_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def redis_memory(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def commandstats(client: Any) -> int:
+    """Commands Redis executed (its `INFO commandstats`: the calls inside Lua scripts included)."""
+    return sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
+
+
+def profiled(name: str) -> list[str]:
+    """`BENCH_PROFILE=dir`: each process under cProfile, its statistics in `dir/<name>.prof`."""
+    where = os.environ.get("BENCH_PROFILE")
+    return ["-m", "cProfile", "-o", str(Path(where) / f"{name}.prof")] if where else []
+
+
+def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[str, Any]:
+    """One web process and `args.workers` worker processes, started and released together."""
+    client.delete(READY, JOBS, GO + ":web", GO + ":worker")
+    common = [
+        *("--url", args.url, "--runs", str(args.runs), "--tokens", str(args.tokens), "--gap", str(gap)),
+        *("--ttl", str(args.ttl), "--lease", str(args.lease), "--workers", str(args.workers)),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, *profiled(name), "-m", "benchmarks.relay_redis", "--role", name.split("-")[0], *common],
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        for name in ["web", *(f"worker-{i}" for i in range(args.workers))]
+    }
+    for _ in procs:
+        client.blpop([READY], timeout=60)
+    base_memory = redis_memory(client)
+    calls0, server0, machine0 = commandstats(client), redis_cpu(client), machine_cpu()
+    peak = [base_memory]
+    client.rpush(GO + ":worker", *(["go"] * args.workers))
+    client.rpush(GO + ":web", "go")
+    done = threading.Event()
+
+    def sample() -> None:
+        sampler = client.__class__.from_url(args.url)
+        while not done.wait(0.1):
+            peak.append(redis_memory(sampler))
+        sampler.close()
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    outs = {}
+    for name, proc in procs.items():
+        stdout, _ = proc.communicate(timeout=3600)
+        if proc.returncode:
+            raise RuntimeError(f"the {name} process failed ({proc.returncode})")
+        outs[name] = json.loads(stdout.decode().strip().splitlines()[-1])
+    done.set()
+    thread.join()
+    machine1 = machine_cpu()
+    web = outs.pop("web")
+    workers = list(outs.values())
+    events = max(web["events"], 1)
+    server_cpu = redis_cpu(client) - server0
+    workers_cpu = sum(w["cpu_s"] for w in workers)
+    cores = os.cpu_count() or 1
+    ours = web["cpu_s"] + workers_cpu + server_cpu
+    return {
+        "runs": args.runs,
+        "gap_ms": gap * 1000,
+        "workers": args.workers,
+        "events": web["events"],
+        "lost": web["lost"],
+        "events_per_s": web["events_per_s"],
+        "lag_p50_ms": web["lag_p50_ms"],
+        "lag_p99_ms": web["lag_p99_ms"],
+        "lag_max_ms": web["lag_max_ms"],
+        "wall_s": round(web["wall_s"], 2),
+        "web_cpu_us_per_event": round(web["cpu_s"] / events * 1e6, 1),
+        "workers_cpu_us_per_event": round(workers_cpu / events * 1e6, 1),
+        "server_cpu_us_per_event": round(server_cpu / events * 1e6, 1),
+        "total_cpu_us_per_event": round(ours / events * 1e6, 1),
+        "web_busy_pct": round(web["cpu_s"] / web["wall_s"] * 100),
+        # the web process, the workers and redis-server, as a share of every core of the machine
+        "ours_busy_pct_of_cores": round(ours / web["wall_s"] / cores * 100),
+        # the whole machine (other work on it included), from /proc/stat
+        "machine_busy_pct": round((machine1[0] - machine0[0]) / max(machine1[1] - machine0[1], 1) * 100),
+        "round_trips_per_run": round((web["round_trips"] + sum(w["round_trips"] for w in workers)) / args.runs, 1),
+        "round_trips_per_run_web": round(web["round_trips"] / args.runs, 1),
+        "round_trips_per_run_workers": round(sum(w["round_trips"] for w in workers) / args.runs, 1),
+        "commands_per_event": round((commandstats(client) - calls0) / events, 2),
+        "memory_base": base_memory,
+        "memory_peak_mb": round((max(peak) - base_memory) / 2**20, 1),
+        "runs_per_worker": [w["runs"] for w in workers],
+        "runs_failed": web["runs_failed"],
+        "failures": sorted(set(web["failures"]) | {e for w in workers for e in w["errors"]}),
     }
 
 
@@ -111,78 +374,48 @@ async def resumes(relay: Any, count: int, tokens: int) -> dict[str, Any]:
     return {"resumes": count, "lost": lost, "duplicated": duplicated}
 
 
-def commandstats(client: Any) -> int:
-    """Commands Redis executed (its `INFO commandstats`: the calls inside Lua scripts included)."""
-    return sum(int(v["calls"]) for k, v in client.info("commandstats").items() if k != "cmdstat_info")
-
-
-class RoundTrips:
-    """Round trips seen from the client side: each packed write to a connection is one
-    (a pipeline or a Lua script is one, whatever it holds)."""
-
-    def __init__(self) -> None:
-        import redis.asyncio.connection as aconn
-        import redis.connection as conn
-
-        self.count = 0
-        for cls in (conn.AbstractConnection, aconn.AbstractConnection):
-            original = cls.send_packed_command
-
-            def counted(self_: Any, *args: Any, _original: Any = original, **kw: Any) -> Any:
-                self.count += 1
-                return _original(self_, *args, **kw)
-
-            cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
-
-
-def redis_cpu(client: Any) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-
-
-def redis_memory(client: Any) -> int:
-    return int(client.info("memory")["used_memory"])
-
-
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+def main_parent(args: argparse.Namespace) -> dict[str, Any]:
     import redis
     from tests.redis_server import RedisServer
 
     from callstream.redis import RedisRelay
 
     server = RedisServer().start()
+    args.url = server.url
     try:
         client = redis.Redis.from_url(server.url)
-        out: dict[str, Any] = {"runs": args.runs, "tokens": TOKENS, "gap_ms": GAP * 1000}
+        out: dict[str, Any] = {"runs": args.runs, "tokens": args.tokens, "gap_ms": args.gap * 1000}
+        out["workers"] = args.workers
         out["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
-        out["hiredis"] = bool(getattr(__import__("redis.utils").utils, "HIREDIS_AVAILABLE", False))
-        memory = callstream.MemoryRelay(max_runs=args.runs * 2 + 100)
-        out["memory"] = await concurrent_runs(memory, args.runs, TOKENS, GAP)
-        relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 2 + 100, lease=args.lease)
-        trips = RoundTrips()
-        base_memory, calls0, server_cpu0 = redis_memory(client), commandstats(client), redis_cpu(client)
-        peak = [base_memory]
+        out["hiredis"] = hiredis()
+        out["cores"] = os.cpu_count()
+        print(f"load average {out['load_average_before']}, hiredis {out['hiredis']}", file=sys.stderr)
+        out["across"] = across_processes(args, client, args.gap)
+        print("across processes:", out["across"], file=sys.stderr)
+        time.sleep(args.ttl + 1.5)
+        out["across"]["memory_after_ttl_mb"] = round((redis_memory(client) - out["across"]["memory_base"]) / 2**20, 2)
+        out["across"]["keys_after_ttl"] = client.dbsize()
+        out["saturation"] = across_processes(args, client, 0)
+        print("saturation:", out["saturation"], file=sys.stderr)
 
-        async def sample() -> None:
-            while True:
-                peak.append(redis_memory(client))
-                await asyncio.sleep(0.1)
+        async def in_process() -> dict[str, Any]:
+            got: dict[str, Any] = {}
+            memory = callstream.MemoryRelay(max_runs=args.runs * 2 + 100)
+            got["memory"] = await concurrent_runs(memory, args.runs, args.tokens, args.gap)
+            relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 4 + 100, lease=args.lease)
+            trips = RoundTrips()
+            server0 = redis_cpu(client)
+            got["redis"] = await concurrent_runs(relay, args.runs, args.tokens, args.gap)
+            events = max(got["redis"]["events"], 1)
+            got["redis"]["round_trips_per_run"] = round(trips.count / args.runs, 1)
+            got["redis"]["server_cpu_us_per_event"] = round((redis_cpu(client) - server0) / events * 1e6, 1)
+            got["resumes"] = await resumes(relay, args.resumes, args.tokens)
+            await relay.aclose()
+            return got
 
-        sampler = asyncio.get_running_loop().create_task(sample())
-        out["redis"] = await concurrent_runs(relay, args.runs, TOKENS, GAP)
-        sampler.cancel()
-        calls, round_trips = commandstats(client) - calls0, trips.count
-        events = max(out["redis"]["events"], 1)
-        out["redis"]["server_cpu_us_per_event"] = round((redis_cpu(client) - server_cpu0) / events * 1e6, 1)
-        out["redis"]["round_trips_per_run"] = round(round_trips / args.runs, 1)
-        out["redis"]["round_trips_per_event"] = round(round_trips / events, 2)
-        out["redis"]["commands_per_event"] = round(calls / events, 2)
-        out["redis"]["memory_peak_mb"] = round((max(peak) - base_memory) / 2**20, 1)
-        await asyncio.sleep(args.ttl + 1.5)
-        out["redis"]["memory_after_ttl_mb"] = round((redis_memory(client) - base_memory) / 2**20, 2)
-        out["redis"]["keys_after_ttl"] = client.dbsize()
-        out["resumes"] = await resumes(relay, args.resumes, TOKENS)
-        relay.close()
+        got = asyncio.run(in_process())
+        out["memory"], out["redis"], out["resumes"] = got["memory"], got["redis"], got["resumes"]
+        out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         client.close()
         return out
     finally:
@@ -190,36 +423,64 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any]) -> str:
-    rows = [
-        "| relay | events/s | lag p50 ms | lag p99 ms | CPU µs/event (this process) | process busy % | lost | runs failed |",
-        "|---|---|---|---|---|---|---|---|",
+    a, s = out["across"], out["saturation"]
+    cores = out["cores"]
+    head = (
+        "| setting | events/s | lag p50 ms | lag p99 ms | lag max ms | CPU µs/event: web + workers + redis-server "
+        "| round trips per run | busy, % of cores (ours / machine) | lost | runs failed |"
+    )
+    rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in (("across processes, paced", a), ("across processes, unpaced (saturation)", s)):
+        failed = f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''}"
+        rows.append(
+            f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | {r['lag_max_ms']} | "
+            f"{r['total_cpu_us_per_event']} = {r['web_cpu_us_per_event']} + {r['workers_cpu_us_per_event']} + "
+            f"{r['server_cpu_us_per_event']} | {r['round_trips_per_run']} ({r['round_trips_per_run_web']} web, "
+            f"{r['round_trips_per_run_workers']} workers) | {r['ours_busy_pct_of_cores']} / {r['machine_busy_pct']} "
+            f"| {r['lost']} | {failed} |"
+        )
+    one = [
+        "| relay | events/s | lag p50 ms | lag p99 ms | lag max ms | CPU µs/event (this process) | process busy % "
+        "| lost | runs failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ("memory", "redis"):
         r = out[name]
-        rows.append(
-            f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | "
-            f"{r['cpu_us_per_event']} | {r['cpu_busy_pct']} | {r['lost']} | "
-            f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''} |"
+        failed = f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''}"
+        one.append(
+            f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | {r['lag_max_ms']} | "
+            f"{r['cpu_us_per_event']} | {r['cpu_busy_pct']} | {r['lost']} | {failed} |"
         )
     r = out["redis"]
     return "\n".join(
         [
-            f"# Relay across processes: {out['runs']} concurrent runs of {out['tokens']} tokens "
-            f"(a token every {out['gap_ms']:.0f} ms), one subscriber each, one process",
+            f"# RedisRelay: {out['runs']} concurrent runs of {out['tokens']} tokens, one subscriber each",
+            "",
+            f"## Across processes: a web process (subscribers) and {out['workers']} worker processes (producers)",
+            "",
+            f"Paced: a token every {out['gap_ms']:.0f} ms per run (the offered load: "
+            f"{out['runs'] * 1000 / out['gap_ms']:.0f} events/s, chosen to keep the {cores} cores below ~70% "
+            "busy); unpaced: each producer yields to its loop between tokens (what the machine carries at most).",
             "",
             *rows,
             "",
-            f"- Redis lag p99 vs memory: {r['lag_p99_ms'] / max(out['memory']['lag_p99_ms'], 1e-9):.2f}x",
-            f"- Redis round trips per run (producer and subscriber, pipelines and scripts counted once): "
-            f"{r['round_trips_per_run']}, {r['round_trips_per_event']} per event; "
-            f"{r['commands_per_event']} commands executed per event (inside scripts included); "
-            f"redis-server CPU {r['server_cpu_us_per_event']} µs per event",
-            f"- Redis memory: {r['memory_peak_mb']} MB at the peak, {r['memory_after_ttl_mb']} MB after the TTL "
-            f"({r['keys_after_ttl']} keys left)",
+            f"- Redis memory: {a['memory_peak_mb']} MB at the peak, {a['memory_after_ttl_mb']} MB in all after the "
+            f"TTL ({a['keys_after_ttl']} keys left; both over the {a['memory_base'] / 2**20:.1f} MB before the runs)",
+            f"- {a['commands_per_event']} commands executed per event (inside scripts included); runs per worker "
+            f"{a['runs_per_worker']}",
+            "",
+            f"## In one process (producers and subscribers on one loop), the same pacing ({out['gap_ms']:.0f} ms)",
+            "",
+            *one,
+            "",
+            f"- Redis lag p99 vs memory: {r['lag_p99_ms'] / max(out['memory']['lag_p99_ms'], 1e-9):.2f}x; "
+            f"round trips per run {r['round_trips_per_run']}; redis-server CPU {r['server_cpu_us_per_event']} "
+            "µs per event",
             f"- {out['resumes']['resumes']} random resumes: {out['resumes']['lost']} lost, "
             f"{out['resumes']['duplicated']} duplicated",
-            f"- Machine: {os.cpu_count()} cores, load average {out['load_average_before']} before the runs "
-            f"(other work on the machine included); hiredis parser: {out['hiredis']}",
+            "",
+            f"Machine: {cores} cores shared with other work; load average {out['load_average_before']} before, "
+            f"{out['load_average_after']} after; hiredis parser: {out['hiredis']}",
         ]
     )
 
@@ -227,20 +488,27 @@ def report(out: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--tokens", type=int, default=TOKENS)
+    parser.add_argument("--gap", type=float, default=GAP, help="seconds between a run's tokens (the pacing)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (producers)")
     parser.add_argument("--resumes", type=int, default=1000)
     parser.add_argument("--lease", type=float, default=3.0, help="the relay's lease (its default: 3 s)")
-    parser.add_argument(
-        "--ttl", type=float, default=15.0, help="the runs' TTL (longer than the backlog), to measure memory after it"
-    )
+    parser.add_argument("--ttl", type=float, default=15.0, help="the runs' TTL, to measure memory after it")
     parser.add_argument("--quick", action="store_true", help="20 runs, 50 resumes (a smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--role", choices=("web", "worker"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.role:
+        got = asyncio.run(web_role(args) if args.role == "web" else worker_role(args))
+        print(json.dumps(got))
+        return
     if args.quick:
         args.runs, args.resumes, args.ttl = 20, 50, 1.0
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed (Debian: apt-get install redis-server)")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.redis_server
-    out = asyncio.run(main_async(args))
+    sys.path.insert(0, str(ROOT))  # tests.redis_server
+    out = main_parent(args)
     text = report(out)
     print(text)
     if not args.quick:

@@ -149,17 +149,18 @@ end
 return {'taken', status}
 """
 
-# ARGV: key, ttl_ms, token, maxlen, event...
+# The hot path, so the shortest call: KEYS: run, events (not the five of the others);
+# ARGV: token, maxlen, event...
 _APPEND = """
 local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'seq')
 if not h[1] then return -1 end
-if h[1] ~= 'running' or h[2] ~= ARGV[3] then return -2 end
+if h[1] ~= 'running' or h[2] ~= ARGV[1] then return -2 end
 local seq = tonumber(h[3])
-for i = 5, #ARGV do
+for i = 3, #ARGV do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
 end
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4], 'LIMIT', 0)
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2], 'LIMIT', 0)
 redis.call('HSET', KEYS[1], 'seq', seq)
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
@@ -353,12 +354,45 @@ _HUB_COUNT: Final = 256
 _CHECK_EVERY: Final = 1.0
 
 
+def _pack_python(ops: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
+    """Commands in the Redis protocol (RESP): what redis-py's async client does, in fewer steps.
+
+    The arguments the store sends are `str`, `bytes` and `int` only.
+    """
+    out: list[bytes] = []
+    append = out.append
+    for op in ops:
+        append(b"*%d\r\n" % len(op))
+        for arg in op:
+            t = type(arg)
+            data = arg.encode() if t is str else arg if t is bytes else str(arg).encode()
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _packer() -> Callable[[list[tuple[Any, ...]] | list[list[Any]]], bytes]:
+    """hiredis' packer when it is installed (redis-py's async client never uses it), else `_pack_python`."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - the tests install hiredis (the `redis` extra)
+        return _pack_python
+
+    def pack(ops: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
+        return b"".join([pack_command(tuple(op)) for op in ops])
+
+    return pack
+
+
+#: `ops` as the bytes of one write: the hot paths (the writes, the hub, the watcher) pack with it
+_pack: Final = _packer()
+
+
 async def _pipelined(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
     """`ops` pipelined on a connection held by the caller; the scripts loaded once if Redis lost them."""
     from redis.exceptions import NoScriptError, ResponseError
 
     for attempt in (0, 1):
-        await connection.send_packed_command(connection.pack_commands(ops))
+        await connection.send_packed_command(_pack(ops))
         replies: list[Any] = []
         error: ResponseError | None = None
         for _ in ops:
@@ -511,7 +545,7 @@ class _Hub:
                     break
                 command, self.reading = planned
                 self.woken = False
-                await connection.send_command(*command)
+                await connection.send_packed_command(_pack([command]))
                 reply = await connection.read_response()
                 self.reading = None
                 self.deliver(reply)
@@ -826,12 +860,16 @@ class RedisStore:
         base = f"{self.prefix}:{{{key}}}"
         return [f"{base}:run", f"{base}:events", f"{base}:lease", f"{base}:cancel", f"{self.prefix}:runs"]
 
-    def script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
-        """An `EVALSHA` of one of the scripts, on the run's keys."""
+    def sha(self, name: str) -> str:
+        """The SHA1 of one of the scripts (as loaded: with the common functions)."""
         sha = self._shas.get(name)
         if sha is None:
             sha = self._shas[name] = hashlib.sha1((_LUA_COMMON + _SCRIPTS[name]).encode()).hexdigest()
-        return ("EVALSHA", sha, 5, *self.keys(key), key, self.ttl_ms, *args)
+        return sha
+
+    def script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
+        """An `EVALSHA` of one of the scripts, on the run's five keys (`append`: see `append_ops`)."""
+        return ("EVALSHA", self.sha(name), 5, *self.keys(key), key, self.ttl_ms, *args)
 
     def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         """Run `ops` in one pipeline (one round trip); load the scripts once if Redis lost them."""
@@ -934,8 +972,10 @@ class RedisStore:
         """One script per `_APPEND_MAX` events (a script blocks Redis while it runs), in one pipeline."""
         token = self._held.get(key, "")
         lines = [dump_event(e) for e in events]
+        run, stream = self.keys(key)[:2]
+        sha = self.sha("append")
         return [
-            self.script("append", key, token, self.maxlen, *lines[i : i + _APPEND_MAX])
+            ("EVALSHA", sha, 2, run, stream, token, self.maxlen, *lines[i : i + _APPEND_MAX])
             for i in range(0, len(lines), _APPEND_MAX)
         ]
 

@@ -582,3 +582,19 @@ def test_a_cancel_from_elsewhere_stops_an_async_producer(
 
     asyncio.run(go())
     other.close()
+
+
+def test_the_stores_packers_write_what_redis_py_writes() -> None:
+    """The hot paths pack with hiredis (installed by the extra) or `_pack_python`: the same bytes."""
+    import redis.asyncio.connection
+
+    from callstream._redis_store import _pack, _pack_python
+
+    ops: list[tuple[Any, ...]] = [
+        ("EVALSHA", "a" * 40, 2, "p:{k}:run", "p:{k}:events", "tok", 10_000, '{"k":"token","t":"é ✓"}', b"\x00\xff"),
+        ("XREAD", "COUNT", 256, "BLOCK", 1000, "STREAMS", "p:{k}:events", "p:hub:w", "3-0", "0-0"),
+        ("BLPOP", "p:{k}:cancel", "0.600"),
+    ]
+    expected = b"".join(redis.asyncio.connection.Connection().pack_commands(ops))
+    assert _pack_python(ops) == expected
+    assert _pack(ops) == expected
