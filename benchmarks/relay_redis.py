@@ -162,6 +162,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     lags: list[float] = []
     counts: list[int] = []
     errors: list[str] = []
+    seconds: list[int] = []  # when each lag was seen (s since the start)
     handed = 0
 
     async def one() -> None:
@@ -173,7 +174,9 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
                 await control.rpush(JOBS, key)  # the task is queued: a worker takes it
                 handed += 1
                 async for token in sub.tokens():
-                    lags.append(time.perf_counter() - float(token))
+                    now = time.perf_counter()
+                    lags.append(now - float(token))
+                    seconds.append(int(now - t0))
                     n += 1
         except Exception as exc:
             errors.append(type(exc).__name__)
@@ -192,6 +195,11 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
         "lost": args.runs * args.tokens - events,
         "events_per_s": round(events / wall),
         **lag_figures(lags),
+        # each second's lag p99, ms: the start (every run's set-up at once) against the steady state
+        "lag_p99_ms_by_second": [
+            round(percentile([lag for lag, at in zip(lags, seconds, strict=True) if at == second], 0.99) * 1000, 1)
+            for second in range(max(seconds, default=-1) + 1)
+        ],
         "cpu_s": cpu,
         "wall_s": wall,
         "round_trips": round_trips,
@@ -328,6 +336,7 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
         "lag_p50_ms": web["lag_p50_ms"],
         "lag_p99_ms": web["lag_p99_ms"],
         "lag_max_ms": web["lag_max_ms"],
+        "lag_p99_ms_by_second": web["lag_p99_ms_by_second"],
         "wall_s": round(web["wall_s"], 2),
         "web_cpu_us_per_event": round(web["cpu_s"] / events * 1e6, 1),
         "workers_cpu_us_per_event": round(workers_cpu / events * 1e6, 1),

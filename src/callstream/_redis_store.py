@@ -387,26 +387,41 @@ def _packer() -> Callable[[list[tuple[Any, ...]] | list[list[Any]]], bytes]:
 _pack: Final = _packer()
 
 
-async def _pipelined(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
-    """`ops` pipelined on a connection held by the caller; the scripts loaded once if Redis lost them."""
+async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
+    """`ops` pipelined on a connection held by the caller: their replies, a Redis error in place of
+    its op's reply. Ops whose script Redis lost (a restart, `SCRIPT FLUSH`) are sent again, alone,
+    once the scripts are loaded: an op is never run twice."""
     from redis.exceptions import NoScriptError, ResponseError
 
+    replies: list[Any] = [None] * len(ops)
+    todo = list(range(len(ops)))
     for attempt in (0, 1):
-        await connection.send_packed_command(_pack(ops))
-        replies: list[Any] = []
-        error: ResponseError | None = None
-        for _ in ops:
+        await connection.send_packed_command(_pack([ops[i] for i in todo]))
+        missing: list[int] = []
+        for i in todo:
             try:
-                replies.append(await connection.read_response())
+                replies[i] = await connection.read_response()
             except ResponseError as exc:  # read the other replies: the connection stays in step
-                error = error or exc
-                replies.append(None)
-        if error is None:
-            return replies
-        if attempt or not isinstance(error, NoScriptError):
-            raise error
-        await store.acall([("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()])
-    raise AssertionError("unreachable")
+                replies[i] = exc
+                if isinstance(exc, NoScriptError):
+                    missing.append(i)
+        if not missing or attempt:
+            break
+        loads = [("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()]
+        await connection.send_packed_command(_pack(loads))
+        for _ in loads:
+            await connection.read_response()
+        todo = missing
+    return replies
+
+
+async def _pipelined(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
+    """`_round_trip`, its first Redis error raised (after every reply was read)."""
+    replies = await _round_trip(store, connection, ops)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -636,83 +651,78 @@ class _HubReader:
         self.follower = None
 
 
-class _Writes:
-    """A loop's appends to Redis, pipelined: the first goes at once, the ones that come while it
-    is on its way go together in the next round trip (no wait is added to a lone write)."""
+class _Calls:
+    """A loop's round trips to Redis, coalesced: the first call goes at once, the calls made while
+    a round trip is on its way go together in the next one (no wait is added to a lone call).
+
+    So a thousand runs' set-up (reserve, begin, attach, the first read), their appends, their
+    subscribers' checks and their ends cost a few round trips a batch, not one each. A caller's
+    error (its script's, or Redis') is its own; a connection error fails the batch it was in.
+    The round trips are a task of their own: a caller that is cancelled leaves the others' be.
+    """
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.queue: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
-        self.busy = False
-        self.tasks: set[asyncio.Task[None]] = set()
-        #: held while writes go on (one batch at a time): they never wait behind the pool's queue
-        self.connection: Any = None
+        self.task: asyncio.Task[None] | None = None
 
     async def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        self.queue.append((ops, fut))
+        if self.task is None:
+            self.task = loop.create_task(self.run(), name="callstream-redis-calls")
+        return await fut
+
+    async def run(self) -> None:
         store = self.store
         client = store.aclient() if store.aclient is not None else None
         assert client is not None
         pool = client.connection_pool
-        if self.connection is None:
-            self.connection = await pool.get_connection()
-        connection = self.connection
+        # Held while calls go on: they never wait behind the pool's queue.
+        connection: Any = None
         try:
-            return await _pipelined(store, connection, ops)
-        except BaseException:
-            self.connection = None
-            await connection.disconnect()
-            await pool.release(connection)
-            raise
-
-    async def submit(self, ops: list[tuple[Any, ...]]) -> list[Any]:
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.queue.append((ops, fut))
-        if not self.busy:
-            self.busy = True
-            try:
-                await self.flush()
-            finally:
-                self.drain_later()
-        return await fut
-
-    def drain_later(self) -> None:
-        if self.queue:
-            task = asyncio.get_running_loop().create_task(self.drain())
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        else:
-            self.busy = False
-            if self.connection is not None:  # idle: the connection goes back to the pool
-                connection, self.connection = self.connection, None
-                client = self.store.aclient() if self.store.aclient is not None else None
-                if client is not None:
-                    task = asyncio.get_running_loop().create_task(client.connection_pool.release(connection))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
-
-    async def drain(self) -> None:
-        try:
-            await self.flush()
+            while self.queue:
+                batch, self.queue = self.queue, []
+                ops = [op for part, _ in batch for op in part]
+                try:
+                    if connection is None:
+                        connection = await pool.get_connection()  # connected and checked
+                    replies = await _round_trip(store, connection, ops)
+                except BaseException as exc:
+                    if connection is not None:  # it may be out of step: dropped
+                        await connection.disconnect()
+                        await pool.release(connection)
+                        connection = None
+                    for _, fut in batch:
+                        if fut.done():
+                            pass
+                        elif isinstance(exc, Exception):
+                            fut.set_exception(exc)
+                        else:  # the loop ends
+                            fut.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                i = 0
+                for part, fut in batch:
+                    got = replies[i : i + len(part)]
+                    i += len(part)
+                    if fut.done():  # its caller was cancelled
+                        continue
+                    error = next((r for r in got if isinstance(r, Exception)), None)
+                    if error is not None:
+                        fut.set_exception(error)
+                    else:
+                        fut.set_result(got)
         finally:
-            self.drain_later()
-
-    async def flush(self) -> None:
-        batch, self.queue = self.queue, []
-        ops = [op for part, _ in batch for op in part]
-        try:
-            replies = await self.call(ops)
-        except BaseException as exc:
-            for _, fut in batch:
+            self.task = None
+            for _, fut in self.queue:  # the loop ends: nothing more goes
                 if not fut.done():
-                    fut.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        i = 0
-        for part, fut in batch:
-            if not fut.done():
-                fut.set_result(replies[i : i + len(part)])
-            i += len(part)
+                    fut.cancel()
+            self.queue = []
+            if connection is not None:
+                await pool.release(connection)
 
 
 class _Watches:
@@ -836,7 +846,7 @@ class RedisStore:
         self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
-        self._writes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writes] = weakref.WeakKeyDictionary()
+        self._calls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Calls] = weakref.WeakKeyDictionary()
         self._watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watches] = weakref.WeakKeyDictionary()
         self._shas: dict[str, str] = {}
         #: this process's producers: key -> lease token
@@ -888,24 +898,30 @@ class RedisStore:
         raise AssertionError("unreachable")
 
     async def acall(self, ops: list[tuple[Any, ...]]) -> list[Any]:
-        """`call` on the async client of the running loop."""
-        from redis.exceptions import NoScriptError
+        """`call` on the async client of the running loop: in the loop's next round trip (`_Calls`)."""
+        if self.aclient is None:
+            raise TypeError("this relay has no asyncio client")
+        loop = asyncio.get_running_loop()
+        calls = self._calls.get(loop)
+        if calls is None:
+            calls = self._calls[loop] = _Calls(self)
+        return await calls.call(ops)
 
+    async def alone(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """`ops` in a round trip of their own, on a connection of the pool (a blocking read)."""
         client = self.aclient() if self.aclient is not None else None
         if client is None:
             raise TypeError("this relay has no asyncio client")
-        for attempt in (0, 1):
-            pipe = client.pipeline(transaction=False)
-            for op in ops:
-                pipe.execute_command(*op)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt:
-                    raise
-                for name in _SCRIPTS:
-                    await client.execute_command("SCRIPT", "LOAD", _LUA_COMMON + _SCRIPTS[name])
-        raise AssertionError("unreachable")
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            replies = await _pipelined(self, connection, ops)
+        except BaseException:  # the connection may be out of step: it is dropped
+            await connection.disconnect()
+            await pool.release(connection)
+            raise
+        await pool.release(connection)
+        return replies
 
     def _load(self, client: Any) -> None:
         pipe = client.pipeline(transaction=False)
@@ -995,11 +1011,7 @@ class RedisStore:
         self.append_done(key, self.call(self.append_ops(key, events)))
 
     async def aappend(self, key: str, events: list[Event]) -> None:
-        loop = asyncio.get_running_loop()
-        writes = self._writes.get(loop)
-        if writes is None:
-            writes = self._writes[loop] = _Writes(self)
-        self.append_done(key, await writes.submit(self.append_ops(key, events)))
+        self.append_done(key, await self.acall(self.append_ops(key, events)))
 
     def finish_ops(self, key: str, outcome: Outcome) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -1161,7 +1173,8 @@ class RedisStore:
 
     async def aread(self, key: str, after: str | None, wait: float, limit: int) -> Batch:
         position = self._position(key, after)
-        replies = await self.acall(self.read_ops(key, position, wait, limit))
+        ops = self.read_ops(key, position, wait, limit)
+        replies = await (self.alone(ops) if wait > 0 else self.acall(ops))  # a blocking read holds its connection
         return self.read_done(key, after, position, limit, replies)
 
     def attach(self, key: str) -> None:
