@@ -491,8 +491,8 @@ class _Hub:
             self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
         elif self.reading is not None and follower not in self.reading and not self.woken:
             self.woken = True
-            self.chore(
-                self.store.acall(
+            self.chore(  # a round trip of its own, not behind the loop's calls (nor left pending at its end)
+                self.store.alone(
                     [("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1"), ("PEXPIRE", self.wake_key, 60_000)]
                 )
             )
@@ -584,7 +584,7 @@ class _Hub:
         wake_key = self.wake_key
         if connection is not None:
             await pool.release(connection)
-        self.chore(self.store.acall([("DEL", wake_key)]))
+        self.chore(self.store.alone([("DEL", wake_key)]))
 
 
 class _HubReader:
