@@ -296,7 +296,7 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
     for _ in procs:
         client.blpop([READY], timeout=60)
     base_memory = redis_memory(client)
-    calls0, server0, machine0 = commandstats(client), redis_cpu(client), machine_cpu()
+    calls0, server0, machine0, t0 = commandstats(client), redis_cpu(client), machine_cpu(), time.perf_counter()
     peak = [base_memory]
     client.rpush(GO + ":worker", *(["go"] * args.workers))
     client.rpush(GO + ":web", "go")
@@ -316,13 +316,12 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
         if proc.returncode:
             raise RuntimeError(f"the {name} process failed ({proc.returncode})")
         outs[name] = json.loads(stdout.decode().strip().splitlines()[-1])
+    machine1, server_cpu, window = machine_cpu(), redis_cpu(client) - server0, time.perf_counter() - t0
     done.set()
     thread.join()
-    machine1 = machine_cpu()
     web = outs.pop("web")
     workers = list(outs.values())
     events = max(web["events"], 1)
-    server_cpu = redis_cpu(client) - server0
     workers_cpu = sum(w["cpu_s"] for w in workers)
     cores = os.cpu_count() or 1
     ours = web["cpu_s"] + workers_cpu + server_cpu
@@ -343,8 +342,9 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
         "server_cpu_us_per_event": round(server_cpu / events * 1e6, 1),
         "total_cpu_us_per_event": round(ours / events * 1e6, 1),
         "web_busy_pct": round(web["cpu_s"] / web["wall_s"] * 100),
-        # the web process, the workers and redis-server, as a share of every core of the machine
-        "ours_busy_pct_of_cores": round(ours / web["wall_s"] / cores * 100),
+        # the web process, the workers and redis-server, as a share of every core of the machine, over
+        # the same window as the machine's (from the start signal to the last process' exit)
+        "ours_busy_pct_of_cores": round(ours / window / cores * 100),
         # the whole machine (other work on it included), from /proc/stat
         "machine_busy_pct": round((machine1[0] - machine0[0]) / max(machine1[1] - machine0[1], 1) * 100),
         "round_trips_per_run": round((web["round_trips"] + sum(w["round_trips"] for w in workers)) / args.runs, 1),
@@ -468,11 +468,15 @@ def report(out: dict[str, Any]) -> str:
             f"## Across processes: a web process (subscribers) and {out['workers']} worker processes (producers)",
             "",
             f"Paced: a token every {out['gap_ms']:.0f} ms per run (the offered load: "
-            f"{out['runs'] * 1000 / out['gap_ms']:.0f} events/s, chosen to keep the {cores} cores below ~70% "
-            "busy); unpaced: each producer yields to its loop between tokens (what the machine carries at most).",
+            f"{out['runs'] * 1000 / out['gap_ms']:.0f} events/s, chosen to keep this benchmark's processes at or "
+            f"below ~70% of the {cores} cores); unpaced: each producer yields to its loop between tokens, so its "
+            "tokens go in larger batches (the most events/s the machine carries end to end; hand-off of the keys "
+            "included).",
             "",
             *rows,
             "",
+            f"- Lag p99 (ms) of each second of the paced runs (their set-up all at once, then the steady "
+            f"state): {a['lag_p99_ms_by_second']}",
             f"- Redis memory: {a['memory_peak_mb']} MB at the peak, {a['memory_after_ttl_mb']} MB in all after the "
             f"TTL ({a['keys_after_ttl']} keys left; both over the {a['memory_base'] / 2**20:.1f} MB before the runs)",
             f"- {a['commands_per_event']} commands executed per event (inside scripts included); runs per worker "

@@ -24,14 +24,19 @@ subscriber's read is one pipeline (`EVALSHA` inspecting the run, then `XREAD
 BLOCK`); each producer's watcher thread renews its lease and waits for a cancel
 request (`BLPOP`) in one pipeline per `lease / 5`.
 
-Async face, per event loop: the appends of every producer that come while one
-batch is on its way go together in the next pipeline (`_Writes`); a caught-up
-subscriber waits in the loop's hub, whose one `XREAD BLOCK` names every
-followed stream (`_Hub`; the run's script still inspects it at the first read,
-once a second, and after a read slice with nothing); one watcher renews every
-producer's lease in one pipeline and waits on all their cancel lists with one
-`BLPOP` (`_Watches`). The hub, the writes and the watcher each hold one
-connection, so a loop's thousand runs use a few connections, not two thousand.
+Async face, per event loop: every call (a run's set-up and end, the appends,
+a subscriber's attach, checks and detach) that comes while one round trip is
+on its way goes with the others in the next one (`_Calls`): a thousand runs
+cost a few round trips per batch, not one each (3.5 per run in all at 1,000
+runs, `benchmarks/relay_redis.py`). A caught-up subscriber waits in the loop's
+hub, whose one `XREAD BLOCK` names every followed stream (`_Hub`; the run's
+script still inspects it at the first read, once a second, and after a read
+slice with nothing); one watcher renews every producer's lease in one pipeline
+and waits on all their cancel lists with one `BLPOP` (`_Watches`). The calls,
+the hub and the watcher each hold one connection, so a loop's thousand runs
+use a few connections, not two thousand. These paths pack their commands with
+hiredis when it is installed (the `redis` extra), as redis-py's async client
+does not.
 
 A run nobody records ends on the next look (any read or `status`): a
 reserved key past `queue_timeout`, or a running one whose lease key expired
