@@ -378,7 +378,8 @@ def _pack_python(ops: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
 def _packer() -> Callable[[list[tuple[Any, ...]] | list[list[Any]]], bytes]:
     """hiredis' packer when it is installed (redis-py's async client never uses it), else `_pack_python`."""
     try:
-        from hiredis import pack_command
+        # hiredis is optional (the `redis` extra installs it): a venv without it type-checks too
+        from hiredis import pack_command  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # pragma: no cover - the tests install hiredis (the `redis` extra)
         return _pack_python
 
