@@ -157,6 +157,11 @@ class AsyncStream(_BaseStream[T]):
                 wait = core.enforce_deadlines()
                 if wait == 0:
                     continue
+                if (pull := core.pull) is not None:
+                    if idle_at is None:  # the producer's next chunk, in this task
+                        await pull.astep(core, wait)
+                        continue
+                    pull.detach(core)  # an idle wait must not advance it: a task of its own from here
                 if idle_at is not None:
                     left = idle_at - loop.time()
                     if left <= 0:

@@ -19,15 +19,17 @@ from time import monotonic
 from typing import Any, Generic, Literal, TypeVar
 
 from ._summary import StreamStats
-from ._worker import AsyncProducer, Emit, Producer, TaskWorker, ThreadWorker, Worker
+from ._worker import AsyncProducer, Emit, Producer, PullWorker, TaskWorker, ThreadWorker, Worker
 from .errors import Cancelled, StreamTimeout, TimeoutName
-from .sinks import Sink, SinkName, SinkStatistics, make_sink
+from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, SinkStatistics, make_sink
 
 R = TypeVar("R")
 
 Status = Literal["new", "running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
+#: sinks taken as they are (`make_sink`'s protocol check is for users' own)
+_OWN_SINKS = (QueueSink, DequeSink, BoundedSink)
 
 
 class _State(enum.Enum):
@@ -88,10 +90,11 @@ class _Core(Generic[R]):
         timeouts: Timeouts | None,
         *,
         aproducer: AsyncProducer | None = None,
+        worker: Worker | None = None,
     ) -> None:
         if not callable(producer):
             raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
-        self.sink: Sink = make_sink(sink)
+        self.sink: Sink = sink if type(sink) in _OWN_SINKS else make_sink(sink)  # type: ignore[assignment]
         self.state = _State.NEW
         #: "running" until an outcome is settled (the faces say "new" before the start)
         self.status: Status = "running"
@@ -107,7 +110,12 @@ class _Core(Generic[R]):
         self.id = next(_ids)
         # With `aproducer`, an async face whose sink never blocks runs the
         # producer as a task on the consumer's event loop instead of a thread.
-        self.worker: Worker = ThreadWorker(producer) if aproducer is None else TaskWorker(aproducer)
+        # With `worker`, that one (a `PullWorker`: the consumer steps the producer itself).
+        if worker is None:
+            worker = ThreadWorker(producer) if aproducer is None else TaskWorker(aproducer)
+        self.worker: Worker = worker
+        #: the worker while the consumer steps the producer itself (None once detached)
+        self.pull = worker if type(worker) is PullWorker else None
         self._timeouts = timeouts
         self._lock = threading.Lock()
         self._sink_closed = False
