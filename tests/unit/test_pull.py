@@ -160,7 +160,7 @@ def test_break_closes_the_model(face: str) -> None:
             await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
             return stream
 
-        stream = asyncio.run(asyncio.wait_for(go(), 10))
+        stream = asyncio.run(go())
     assert model.finished.wait(5)
     assert model.tokens_sent < 200
     assert stream.status == "cancelled"
