@@ -95,11 +95,16 @@ def _make_core(
     filter_ = Filter.of(**filters)
     model = _is_model(runnable)
     run = _Run(runnable, input, config, model=model)
+    # The consumer steps a model's stream()/astream() itself (see PullWorker). In a
+    # thread, only without time limits: nothing could interrupt a blocked read there.
+    pull = model and (on_loop or timeouts is None)
+    if sink == "queue" and (pull or on_loop):
+        # Every put then comes from the consumer's own thread or loop: an unbounded
+        # deque is the same FIFO without queue.Queue's locks and conditions.
+        sink = "deque"
     sink_ = make_sink(sink)
     worker = None
-    if model and never_blocks(sink_) and (on_loop or timeouts is None):
-        # The consumer steps the model's stream()/astream() itself (see PullWorker). In
-        # a thread, only without time limits: nothing could interrupt a blocked read there.
+    if pull and never_blocks(sink_):
         worker = PullWorker(run.aopen if on_loop else run.open, run.finish, is_async=on_loop)
     core: _Core[Any] = _Core(
         run.produce,
