@@ -185,7 +185,7 @@ class PullWorker:
         is_async: bool,
     ) -> None:
         self._open: Callable[[], Iterator[Any] | AsyncIterator[Any]] | None = open
-        self._finish = finish
+        self._finish: Callable[[list[Any]], Any] | None = finish
         self._is_async = is_async
         self._it: Any = None
         self._chunks: list[Any] = []
@@ -296,9 +296,9 @@ class PullWorker:
     def detach(self, core: _Core[Any]) -> Worker:
         """Hand the rest of the iterator to a worker of its own (a task on this
         loop, or a thread), started now, and return it; this worker is done."""
-        it, self._it = self._it, None
-        chunks = self._chunks
-        finish = self._finish
+        it, chunks, finish = self._it, self._chunks, self._finish
+        assert finish is not None
+        self._release()
         worker: Worker
         if self._is_async:
 
@@ -324,20 +324,29 @@ class PullWorker:
     # -- internals -------------------------------------------------------------------
 
     def _end(self, core: _Core[Any], exc: BaseException | None) -> None:
-        self._it = None
-        if exc is None:
+        finish, chunks = self._finish, self._chunks
+        self._release()
+        value = None
+        if exc is None and finish is not None:
             try:
-                value = self._finish(self._chunks)
+                value = finish(chunks)
             except BaseException as error:
                 exc = error
-        self._chunks = []
-        core.record(exc, None if exc is not None else value)
+        core.record(exc, value)
         core.worker_ended()
 
+    def _release(self) -> None:
+        """Let go of the iterator, the chunks, the run and the core: the core holds
+        this worker, so a stream that ended is then freed by reference counting."""
+        self._it = None
+        self._chunks = []
+        self._finish = None
+        self._core = None
+
     def _close_sync(self) -> None:
-        it, self._it = self._it, None
+        it = self._it
+        self._release()
         if it is not None:
-            self._chunks = []
             it.close()
 
     def _cancel_on_loop(self) -> None:
@@ -348,10 +357,10 @@ class PullWorker:
                 self._interrupted = True
                 task.cancel()
             return
-        it, self._it = self._it, None
+        it = self._it
         if it is None:
             return
-        self._chunks = []
+        self._release()
         loop = self._loop
         assert loop is not None
         # Closing runs the generator's cleanup (an HTTP response's aclose): a task of its own.
@@ -363,7 +372,8 @@ class PullWorker:
         (`enforce_deadlines` then cancels this worker), else wait for the next one."""
         self._timer = None
         core = self._core
-        assert core is not None and self._loop is not None
+        if core is None or self._loop is None:  # pragma: no cover - the step ended meanwhile
+            return
         wait = core.enforce_deadlines()
         if wait and self._stepping:
             self._timer = self._loop.call_later(wait, self._deadline)
