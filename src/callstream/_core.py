@@ -28,6 +28,9 @@ R = TypeVar("R")
 Status = Literal["new", "running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
+#: guards `_settle` of every stream: taken once or twice per stream, so one lock for all
+#: (a lock per stream is one more object per stream for the cycle collector to walk)
+_SETTLE = threading.Lock()
 #: sinks taken as they are (`make_sink`'s protocol check is for users' own)
 _OWN_SINKS = (QueueSink, DequeSink, BoundedSink)
 
@@ -117,7 +120,6 @@ class _Core(Generic[R]):
         #: the worker while the consumer steps the producer itself (None once detached)
         self.pull = worker if type(worker) is PullWorker else None
         self._timeouts = timeouts
-        self._lock = threading.Lock()
         self._sink_closed = False
         self.t_start = 0.0
         self.t_end: float | None = None
@@ -177,7 +179,7 @@ class _Core(Generic[R]):
 
     def _settle(self, status: Status, value: Any) -> bool:
         """Record the terminal outcome; the first one recorded wins."""
-        with self._lock:
+        with _SETTLE:
             if self.status == "running":
                 self.status = status
                 self.value = value

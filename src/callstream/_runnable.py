@@ -41,6 +41,9 @@ def _with_handler(config: RunnableConfig | None, handler: CallbackHandler, *, gr
     return _langgraph.with_stream_writer(merged, handler.on_stream_write)  # type: ignore[return-value]
 
 
+_NO_KWARGS: dict[str, Any] = {}  # never written to
+
+
 def _is_legacy_chain(runnable: Runnable[Any, Any]) -> bool:
     # langchain-classic `Chain`s (AgentExecutor included): `invoke` returns
     # inputs + outputs, which `stream()` does not reproduce; their inner models
@@ -141,7 +144,7 @@ class _Run:
         self.input = input
         self.config = config
         self.model = model  # a language model: no graph inside, no stream kwargs, no stream writer
-        self.kwargs = {} if model else _langgraph.stream_kwargs(runnable)
+        self.kwargs = _NO_KWARGS if model else _langgraph.stream_kwargs(runnable)
         self.core: _Core[Any] | None = None
         self.handler: CallbackHandler | None = None
 

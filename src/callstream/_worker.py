@@ -191,7 +191,8 @@ class PullWorker:
         self._chunks: list[Any] = []
         self._core: _Core[Any] | None = None
         self._stepping = False
-        self._close_lock = threading.Lock()
+        # a sync step and a close from another thread meet under it (an async one needs none)
+        self._close_lock = _NO_LOCK if is_async else threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self._interrupted = False
@@ -378,6 +379,8 @@ class PullWorker:
         if wait and self._stepping:
             self._timer = self._loop.call_later(wait, self._deadline)
 
+
+_NO_LOCK = threading.Lock()  # never taken
 
 #: the `aclose()` tasks of async generators closed between steps, until they end
 _closing: set[asyncio.Task[Any]] = set()

@@ -339,7 +339,7 @@ class DequeSink:
         # than left in a cycle for the garbage collector (at thousands of streams a
         # real cost). What a producer already holds keeps working; a `put` looked
         # up from now on still appends (finished) or raises `Cancelled` (closed).
-        if GIL and not self._closed or closed:
+        if (GIL and not self._closed) or closed:
             self.put = _closed_put if closed else partial(_late_put, self._buf)
 
     def take(self, timeout: float | None) -> deque[Any]:
