@@ -171,11 +171,14 @@ class _Core(Generic[R]):
             self._settle("error", exc)
 
     def worker_ended(self) -> None:
-        """The producer returned or raised: the sink is finished."""
-        try:
-            self.sink.finish()
-        finally:
-            self.worker_done = True
+        """The producer returned or raised: the sink is finished.
+
+        `worker_done` first: every item is in the sink by now, and a consumer
+        woken by the sink's `finish` must find the worker done, or it would arm
+        a wake-up that no one fires any more (a hang without a safety timer).
+        """
+        self.worker_done = True
+        self.sink.finish()
 
     def _settle(self, status: Status, value: Any) -> bool:
         """Record the terminal outcome; the first one recorded wins."""
