@@ -63,7 +63,9 @@ class AsyncStream(_BaseStream[T]):
 
     Everything `Stream` guarantees holds: order, exactly-once, error
     identity, cancellation on exit, `aclose()` or garbage collection.
-    Cancelling the task that awaits `__anext__` leaves the stream usable;
+    Cancelling the task that awaits `__anext__` leaves the stream usable
+    (except for a language model the consumer steps itself, see
+    `aiter_callbacks`: that cancellation stops it, as it stops `astream()`);
     leaving `async with` closes it.
     """
 

@@ -217,7 +217,9 @@ def iter_callbacks(
     Works on any LLM, chat model, LCEL chain, legacy chain, `AgentExecutor`
     or LangGraph graph. The runnable runs in a worker thread of its own with
     the caller's `contextvars`; chat models stream even without
-    `streaming=True`. Events arrive in callback order; `stream.output` is what
+    `streaming=True`. A language model alone (bare or bound), with a sink that
+    never blocks and no time limit, needs no thread: the consumer steps its
+    `stream()` itself, as `for chunk in model.stream()` would. Events arrive in callback order; `stream.output` is what
     `runnable.invoke(input, config)` returns; `stream.tokens()` yields the
     token text (tool-call chunks, which carry no text, are skipped).
 
@@ -306,7 +308,10 @@ def aiter_callbacks(
     loop, with no thread, when the sink never blocks (`"queue"`, `"deque"`, or
     a `BoundedSink` with a `drop_*` or `"error"` policy): this scales to
     thousands of concurrent streams, and async-only components (a
-    coroutine-only tool) work. With a sink that can block (`"bounded"`,
+    coroutine-only tool) work. A language model alone (bare or bound) needs
+    not even a task: the consumer steps its `astream()` in its own task, as
+    `async for chunk in model.astream()` would; cancelling the task that
+    awaits the next event then stops the model, as it stops `astream()`. With a sink that can block (`"bounded"`,
     `"block"`/`"coalesce"` policies, or a custom `Sink`), the run is driven by
     `runnable.stream()` in a worker thread of its own instead, so that
     backpressure never blocks the event loop. Cancellation (`aclose()`,
