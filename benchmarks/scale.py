@@ -16,14 +16,20 @@ own dispatch to one handler); `aiter_callbacks(...).tokens()` (default and
 deque sinks); the peers: `astream_events` v2, LangChain's
 `AsyncIteratorCallbackHandler`, LangGraph `stream_mode="messages"` (and
 `aiter_callbacks` on the same graph). The sync rows: native `stream()` and
-`iter_callbacks(...).tokens()`, one thread per stream.
+`iter_callbacks(...).tokens()`, one thread per stream. The HTTP rows: `ChatOpenAI`
+(the real `openai` client) against the local OpenAI-compatible server, run in a
+process of its own (its CPU is not counted), paced the same way: native
+`astream()` and `aiter_callbacks(...).tokens()`, `http_streams` tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -216,6 +222,57 @@ def sync_cases(model: ScriptedChatModel) -> dict[str, SyncCase]:
     }
 
 
+class _Server:
+    """`python -m callstream.testing.openai_server` in a process of its own."""
+
+    def __init__(self, ttft: float, delay: float, tokens: int) -> None:
+        args = [sys.executable, "-m", "callstream.testing.openai_server", "--tokens", str(tokens)]
+        args += ["--ttft-ms", str(round(ttft * 1000)), "--delay-ms", str(round(delay * 1000))]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        assert self.proc.stdout is not None
+        self.base_url = self.proc.stdout.readline().strip()
+        if not self.base_url.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"the local OpenAI-compatible server did not start: {self.base_url!r}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def http_cases(base_url: str) -> dict[str, AsyncCase]:
+    from langchain_openai import ChatOpenAI
+    from openai import DefaultAsyncHttpxClient
+
+    # One client for all the streams of a run, as a service has (its pool holds every
+    # stream's connection); a run is an event loop of its own, and so is its client.
+    models: dict[int, ChatOpenAI] = {}
+
+    def model() -> ChatOpenAI:
+        loop = id(asyncio.get_running_loop())
+        if loop not in models:
+            models.clear()
+            models[loop] = ChatOpenAI(
+                model="scripted",
+                base_url=base_url,
+                api_key="none",  # type: ignore[arg-type]
+                max_retries=0,
+                # its own HTTP client: langchain-openai's default one is shared across loops
+                http_async_client=DefaultAsyncHttpxClient(),
+            )
+        return models[loop]
+
+    return {
+        "native ChatOpenAI.astream()": (lambda: model().astream("hi"), _has_text),
+        "aiter_callbacks(ChatOpenAI).tokens()": (
+            lambda: callstream.aiter_callbacks(model(), "hi").tokens(),
+            _has_text,
+        ),
+    }
+
+
 def _row(name: str, runs: list[Run]) -> dict[str, Any]:
     med = statistics.median
     return {
@@ -249,6 +306,7 @@ def scale(
     ttft: float = TTFT,
     delay: float = DELAY,
     only: tuple[str, ...] | None = None,
+    http_streams: int = 0,
 ) -> Rows:
     """The scale table: async rows (`async_streams` tasks), then sync rows (`sync_streams` threads)."""
     model = ScriptedChatModel(responses=["x" * tokens], ttft=ttft, delay=delay)
@@ -274,10 +332,25 @@ def scale(
     srows = [_row(f"{sync_streams} threads, {name}", runs) for name, runs in sruns.items()]
     _ratios(arows)
     _ratios(srows)
-    return [*arows, *srows]
+    hrows: Rows = []
+    if http_streams:
+        server = _Server(ttft, delay, tokens)
+        try:
+            hcases = http_cases(server.base_url)
+            for case in hcases.values():
+                in_tasks(4, case)
+            hruns: dict[str, list[Run]] = {name: [] for name in hcases}
+            for _ in range(rounds):
+                for name, case in hcases.items():
+                    hruns[name].append(in_tasks(http_streams, case))
+        finally:
+            server.stop()
+        hrows = [_row(f"{http_streams} tasks over HTTP, {name}", runs) for name, runs in hruns.items()]
+        _ratios(hrows)
+    return [*arows, *srows, *hrows]
 
 
 def run(quick: bool) -> Rows:
     if quick:
-        return scale(16, 32, 5, rounds=1, ttft=0.05, delay=0.005)
-    return scale(256, 1000, 20)
+        return scale(16, 32, 5, rounds=1, ttft=0.05, delay=0.005, http_streams=8)
+    return scale(256, 1000, 20, http_streams=200)

@@ -63,7 +63,9 @@ class AsyncStream(_BaseStream[T]):
 
     Everything `Stream` guarantees holds: order, exactly-once, error
     identity, cancellation on exit, `aclose()` or garbage collection.
-    Cancelling the task that awaits `__anext__` leaves the stream usable;
+    Cancelling the task that awaits `__anext__` leaves the stream usable
+    (except for a language model the consumer steps itself, see
+    `aiter_callbacks`: that cancellation stops it, as it stops `astream()`);
     leaving `async with` closes it.
     """
 
@@ -157,6 +159,11 @@ class AsyncStream(_BaseStream[T]):
                 wait = core.enforce_deadlines()
                 if wait == 0:
                     continue
+                if (pull := core.pull) is not None:
+                    if idle_at is None:  # the producer's next chunk, in this task
+                        await pull.astep(core, wait)
+                        continue
+                    pull.detach(core)  # an idle wait must not advance it: a task of its own from here
                 if idle_at is not None:
                     left = idle_at - loop.time()
                     if left <= 0:

@@ -19,15 +19,20 @@ from time import monotonic
 from typing import Any, Generic, Literal, TypeVar
 
 from ._summary import StreamStats
-from ._worker import AsyncProducer, Emit, Producer, TaskWorker, ThreadWorker, Worker
+from ._worker import AsyncProducer, Emit, Producer, PullWorker, TaskWorker, ThreadWorker, Worker
 from .errors import Cancelled, StreamTimeout, TimeoutName
-from .sinks import Sink, SinkName, SinkStatistics, make_sink
+from .sinks import BoundedSink, DequeSink, QueueSink, Sink, SinkName, SinkStatistics, make_sink
 
 R = TypeVar("R")
 
 Status = Literal["new", "running", "completed", "interrupted", "error", "timeout", "cancelled"]
 
 _ids = itertools.count(1)
+#: guards `_settle` of every stream: taken once or twice per stream, so one lock for all
+#: (a lock per stream is one more object per stream for the cycle collector to walk)
+_SETTLE = threading.Lock()
+#: sinks taken as they are (`make_sink`'s protocol check is for users' own)
+_OWN_SINKS = (QueueSink, DequeSink, BoundedSink)
 
 
 class _State(enum.Enum):
@@ -88,10 +93,11 @@ class _Core(Generic[R]):
         timeouts: Timeouts | None,
         *,
         aproducer: AsyncProducer | None = None,
+        worker: Worker | None = None,
     ) -> None:
         if not callable(producer):
             raise TypeError(f"producer must be callable as producer(emit), not {type(producer).__name__}")
-        self.sink: Sink = make_sink(sink)
+        self.sink: Sink = sink if type(sink) in _OWN_SINKS else make_sink(sink)  # type: ignore[assignment]
         self.state = _State.NEW
         #: "running" until an outcome is settled (the faces say "new" before the start)
         self.status: Status = "running"
@@ -107,9 +113,13 @@ class _Core(Generic[R]):
         self.id = next(_ids)
         # With `aproducer`, an async face whose sink never blocks runs the
         # producer as a task on the consumer's event loop instead of a thread.
-        self.worker: Worker = ThreadWorker(producer) if aproducer is None else TaskWorker(aproducer)
+        # With `worker`, that one (a `PullWorker`: the consumer steps the producer itself).
+        if worker is None:
+            worker = ThreadWorker(producer) if aproducer is None else TaskWorker(aproducer)
+        self.worker: Worker = worker
+        #: the worker while the consumer steps the producer itself (None once detached)
+        self.pull = worker if type(worker) is PullWorker else None
         self._timeouts = timeouts
-        self._lock = threading.Lock()
         self._sink_closed = False
         self.t_start = 0.0
         self.t_end: float | None = None
@@ -161,15 +171,18 @@ class _Core(Generic[R]):
             self._settle("error", exc)
 
     def worker_ended(self) -> None:
-        """The producer returned or raised: the sink is finished."""
-        try:
-            self.sink.finish()
-        finally:
-            self.worker_done = True
+        """The producer returned or raised: the sink is finished.
+
+        `worker_done` first: every item is in the sink by now, and a consumer
+        woken by the sink's `finish` must find the worker done, or it would arm
+        a wake-up that no one fires any more (a hang without a safety timer).
+        """
+        self.worker_done = True
+        self.sink.finish()
 
     def _settle(self, status: Status, value: Any) -> bool:
         """Record the terminal outcome; the first one recorded wins."""
-        with self._lock:
+        with _SETTLE:
             if self.status == "running":
                 self.status = status
                 self.value = value

@@ -108,6 +108,10 @@ def _tools(kwargs: Mapping[str, Any]) -> dict[str, list[str]]:
     return {"tools": names} if names else {}
 
 
+#: `CallbackHandler._raised_in` until an interrupt passes (never written to)
+_NONE_RAISED: dict[str, Mapping[str, Any]] = {}
+
+
 class CallbackHandler(BaseCallbackHandler):
     """Turns every callback of a run into an `Event` and emits it.
 
@@ -142,7 +146,7 @@ class CallbackHandler(BaseCallbackHandler):
         #: LangGraph: some graph of the run paused on an interrupt
         self.interrupted = False
         # interrupt id -> metadata of the run that raised it (its node, its namespace)
-        self._raised_in: dict[str, Mapping[str, Any]] = {}
+        self._raised_in: dict[str, Mapping[str, Any]] = _NONE_RAISED  # a dict of its own once one is
 
     # -- the streaming-handler protocol: pass the output through untouched --
 
@@ -201,6 +205,8 @@ class CallbackHandler(BaseCallbackHandler):
                 for interrupt in _langgraph.interrupts_of(error):
                     ident = getattr(interrupt, "id", None)
                     if isinstance(ident, str):
+                        if self._raised_in is _NONE_RAISED:
+                            self._raised_in = {}
                         self._raised_in.setdefault(ident, run.metadata)  # the innermost run sees it first
 
     def _end(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], output: Any = None) -> None:

@@ -266,11 +266,9 @@ class Push:
                 return
             self._sink_done = True
         core = self._core
-        try:
-            if not core._sink_closed:
-                core.sink.finish()
-        finally:
-            core.worker_done = True
+        core.worker_done = True  # before the sink's wake-up (see `_Core.worker_ended`)
+        if not core._sink_closed:
+            core.sink.finish()
 
     @staticmethod
     def _run_hooks(hooks: list[Callable[[], Any]]) -> None:

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 
 from . import _langgraph
 from ._astream import AsyncStream
 from ._core import Timeouts, _Core
 from ._handler import CallbackHandler, Filter, handler_type
 from ._stream import Stream
+from ._worker import PullWorker
 from .events import Event
 from .sinks import Sink, SinkName, make_sink, never_blocks
 
 __all__ = ("aiter_callbacks", "iter_callbacks")
 
 
-def _with_handler(config: RunnableConfig | None, handler: CallbackHandler) -> RunnableConfig:
+def _with_handler(config: RunnableConfig | None, handler: CallbackHandler, *, graphs: bool = True) -> RunnableConfig:
     """A copy of `config` with our handler added last (user handlers and
-    tracers see every event first), and, once LangGraph is loaded, with graphs'
-    `get_stream_writer()` routed to it; nothing the caller passed is mutated."""
+    tracers see every event first), and, with `graphs` once LangGraph is
+    loaded, with graphs' `get_stream_writer()` routed to it; nothing the caller
+    passed is mutated."""
     merged: dict[str, Any] = dict(config or {})
     callbacks = merged.get("callbacks")
     if callbacks is None:
@@ -33,7 +36,12 @@ def _with_handler(config: RunnableConfig | None, handler: CallbackHandler) -> Ru
         manager = callbacks.copy()
         manager.add_handler(handler, inherit=True)
         merged["callbacks"] = manager
+    if not graphs:
+        return merged  # type: ignore[return-value]
     return _langgraph.with_stream_writer(merged, handler.on_stream_write)  # type: ignore[return-value]
+
+
+_NO_KWARGS: dict[str, Any] = {}  # never written to
 
 
 def _is_legacy_chain(runnable: Runnable[Any, Any]) -> bool:
@@ -88,13 +96,36 @@ def _make_core(
         raise TypeError(f"config must be a RunnableConfig dict or None, not {type(config).__name__}")
     timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
     filter_ = Filter.of(**filters)
-    run = _Run(runnable, input, config)
+    model = _is_model(runnable)
+    run = _Run(runnable, input, config, model=model)
+    # The consumer steps a model's stream()/astream() itself (see PullWorker). In a
+    # thread, only without time limits: nothing could interrupt a blocked read there.
+    pull = model and (on_loop or timeouts is None)
+    if sink == "queue" and (pull or on_loop):
+        # Every put then comes from the consumer's own thread or loop: an unbounded
+        # deque is the same FIFO without queue.Queue's locks and conditions.
+        sink = "deque"
     sink_ = make_sink(sink)
+    worker = None
+    if pull and never_blocks(sink_):
+        worker = PullWorker(run.aopen if on_loop else run.open, run.finish, is_async=on_loop)
     core: _Core[Any] = _Core(
-        run.produce, sink_, timeouts, aproducer=run.aproduce if on_loop and never_blocks(sink_) else None
+        run.produce,
+        sink_,
+        timeouts,
+        aproducer=run.aproduce if on_loop and never_blocks(sink_) else None,
+        worker=worker,
     )
     run.attach(core, filter_)
     return core
+
+
+def _is_model(runnable: Runnable[Any, Any]) -> bool:
+    """A language model, bare or bound (`bind_tools`, `with_config`): its
+    `stream()` yields a chunk after each token callback, so it can be pulled."""
+    while isinstance(runnable, RunnableBinding):
+        runnable = runnable.bound
+    return isinstance(runnable, BaseLanguageModel)
 
 
 class _Run:
@@ -104,13 +135,16 @@ class _Run:
     be built: the core is made with `produce`/`aproduce`, then `attach`ed.
     """
 
-    __slots__ = ("config", "core", "handler", "input", "kwargs", "runnable")
+    __slots__ = ("config", "core", "handler", "input", "kwargs", "model", "runnable")
 
-    def __init__(self, runnable: Runnable[Any, Any], input: Any, config: RunnableConfig | None) -> None:
+    def __init__(
+        self, runnable: Runnable[Any, Any], input: Any, config: RunnableConfig | None, *, model: bool = False
+    ) -> None:
         self.runnable = runnable
         self.input = input
         self.config = config
-        self.kwargs = _langgraph.stream_kwargs(runnable)
+        self.model = model  # a language model: no graph inside, no stream kwargs, no stream writer
+        self.kwargs = _NO_KWARGS if model else _langgraph.stream_kwargs(runnable)
         self.core: _Core[Any] | None = None
         self.handler: CallbackHandler | None = None
 
@@ -122,7 +156,24 @@ class _Run:
 
     def _attached(self) -> tuple[_Core[Any], CallbackHandler, RunnableConfig]:
         assert self.core is not None and self.handler is not None, "attach() first"
-        return self.core, self.handler, _with_handler(self.config, self.handler)
+        return self.core, self.handler, _with_handler(self.config, self.handler, graphs=not self.model)
+
+    # Pulled by the consumer (a model): the chunks, then the output from them.
+
+    def open(self) -> Iterator[Any]:
+        _, _, run_config = self._attached()
+        return self.runnable.stream(self.input, run_config)
+
+    def aopen(self) -> AsyncIterator[Any]:
+        _, _, run_config = self._attached()
+        return self.runnable.astream(self.input, run_config)
+
+    def finish(self, chunks: list[Any]) -> Any:
+        core, handler, _ = self.core, self.handler, None
+        assert core is not None and handler is not None
+        output = _output(handler, chunks)
+        core.interrupted = handler.interrupted
+        return output
 
     def produce(self, emit: Any) -> Any:
         core, handler, run_config = self._attached()
@@ -166,7 +217,9 @@ def iter_callbacks(
     Works on any LLM, chat model, LCEL chain, legacy chain, `AgentExecutor`
     or LangGraph graph. The runnable runs in a worker thread of its own with
     the caller's `contextvars`; chat models stream even without
-    `streaming=True`. Events arrive in callback order; `stream.output` is what
+    `streaming=True`. A language model alone (bare or bound), with a sink that
+    never blocks and no time limit, needs no thread: the consumer steps its
+    `stream()` itself, as `for chunk in model.stream()` would. Events arrive in callback order; `stream.output` is what
     `runnable.invoke(input, config)` returns; `stream.tokens()` yields the
     token text (tool-call chunks, which carry no text, are skipped).
 
@@ -255,7 +308,10 @@ def aiter_callbacks(
     loop, with no thread, when the sink never blocks (`"queue"`, `"deque"`, or
     a `BoundedSink` with a `drop_*` or `"error"` policy): this scales to
     thousands of concurrent streams, and async-only components (a
-    coroutine-only tool) work. With a sink that can block (`"bounded"`,
+    coroutine-only tool) work. A language model alone (bare or bound) needs
+    not even a task: the consumer steps its `astream()` in its own task, as
+    `async for chunk in model.astream()` would; cancelling the task that
+    awaits the next event then stops the model, as it stops `astream()`. With a sink that can block (`"bounded"`,
     `"block"`/`"coalesce"` policies, or a custom `Sink`), the run is driven by
     `runnable.stream()` in a worker thread of its own instead, so that
     backpressure never blocks the event loop. Cancellation (`aclose()`,

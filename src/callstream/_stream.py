@@ -134,6 +134,11 @@ class Stream(_BaseStream[T]):
             if done or core.stopping:
                 core.raise_outcome(self._delivered, self._tokens_delivered())
                 raise StopIteration
+            if (pull := core.pull) is not None:
+                if idle_at is None:  # the producer's next chunk, in this thread
+                    pull.step(core)
+                    continue
+                pull.detach(core)  # an idle wait must not advance it: a thread of its own from here
             if not yielded:
                 # Let a busy producer run before we block: it then hands over a
                 # batch instead of waking us (a futex and a GIL hand-off) per item.

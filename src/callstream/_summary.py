@@ -74,6 +74,9 @@ def _plain(value: Any) -> Any:
     return content if content is not None else str(value)
 
 
+_STATS_LOCK = threading.Lock()
+
+
 @dataclass
 class StreamStats:
     """Live figures of a LangChain stream, updated by its callbacks.
@@ -89,7 +92,8 @@ class StreamStats:
     longest_gap: float = 0.0
     usage: dict[str, int] | None = None
     tool_calls: dict[str, ToolCall] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: shared by every stream: tool calls and usage change a few times per run
+    lock: threading.Lock = field(default=_STATS_LOCK, repr=False)
 
     def on_token(self) -> None:
         now = monotonic()

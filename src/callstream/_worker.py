@@ -12,6 +12,9 @@ two methods (`Worker`):
 - `TaskWorker`: an `async def` producer runs as a task on the consumer's event
   loop (only for a sink that never blocks); cancelling cancels the task, from
   any thread.
+- `PullWorker`: no thread and no task: the consumer steps the producer's
+  iterator itself when the buffer is empty (a language model's
+  `stream()`/`astream()`, whose callbacks fire as it yields).
 - `_push._PushWorker`: `start(push)` runs in the consumer's thread, and
   cancelling runs the user's `on_cancel` hooks.
 
@@ -28,13 +31,23 @@ import contextvars
 import inspect
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._core import _Core
 
-__all__ = ("AsyncProducer", "Emit", "Producer", "TaskWorker", "ThreadWorker", "Worker", "as_producer", "track")
+__all__ = (
+    "AsyncProducer",
+    "Emit",
+    "Producer",
+    "PullWorker",
+    "TaskWorker",
+    "ThreadWorker",
+    "Worker",
+    "as_producer",
+    "track",
+)
 
 Emit = Callable[[Any], None]
 Producer = Callable[[Emit], Any]
@@ -121,6 +134,256 @@ class TaskWorker:
             self._aproducer = None
             self._task = None
             core.worker_ended()
+
+
+class PullWorker:
+    """A producer the consumer steps itself: no thread, no task, no hand-off.
+
+    For a producer that yields as it reports: a language model's
+    `stream()`/`astream()`, whose token callback fires just before each chunk
+    is yielded. When the buffer is empty the consumer advances the iterator
+    one chunk, in its own thread (`step`) or task (`astep`); the callbacks
+    fired meanwhile land in the sink, which the consumer then takes. This is
+    how the model runs without callstream: a thousand streams cost a thousand
+    generators, not a thousand tasks waking a thousand consumers per token.
+
+    The one difference with a producer of its own: the run advances only while
+    the consumer asks for the next item. Whenever the consumer must wait without
+    advancing it (a heartbeat's idle wait), `detach()` hands the rest of the
+    iterator to a `ThreadWorker` or `TaskWorker` at a step boundary.
+
+    Stopping: between steps, `cancel()` closes the iterator (an HTTP model's
+    response is closed, as on `break`). During an async step, it cancels the
+    consumer's own task at the point where it awaits the model, and the step
+    takes that cancellation back (`Task.uncancel`, as `asyncio.timeout` does);
+    a deadline arms the same interruption. During a sync step in another
+    thread, the closed sink raises `Cancelled` at the model's next callback.
+    A cancellation of the consumer's task that is not ours (the task itself
+    cancelled) stops the run and propagates unchanged.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_close_lock",
+        "_core",
+        "_finish",
+        "_interrupted",
+        "_is_async",
+        "_it",
+        "_loop",
+        "_open",
+        "_stepping",
+        "_task",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        open: Callable[[], Iterator[Any] | AsyncIterator[Any]],
+        finish: Callable[[list[Any]], Any],
+        *,
+        is_async: bool,
+    ) -> None:
+        self._open: Callable[[], Iterator[Any] | AsyncIterator[Any]] | None = open
+        self._finish: Callable[[list[Any]], Any] | None = finish
+        self._is_async = is_async
+        self._it: Any = None
+        self._chunks: list[Any] = []
+        self._core: _Core[Any] | None = None
+        self._stepping = False
+        # a sync step and a close from another thread meet under it (an async one needs none)
+        self._close_lock = _NO_LOCK if is_async else threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._interrupted = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- the Worker protocol -----------------------------------------------------
+
+    def start(self, core: _Core[Any]) -> None:
+        self._core = core
+        if self._is_async:
+            self._loop = asyncio.get_running_loop()
+        open_ = self._open
+        assert open_ is not None
+        self._open = None
+        self._it = open_()  # a generator: nothing runs before the first step
+
+    def cancel(self) -> None:
+        if self._it is None:
+            return
+        if not self._is_async:
+            # Not while a step runs (another thread's): that step's next callback
+            # meets the closed sink, and the consumer closes the iterator after it.
+            if self._close_lock.acquire(blocking=False):
+                try:
+                    self._close_sync()
+                finally:
+                    self._close_lock.release()
+            return
+        loop = self._loop
+        assert loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._cancel_on_loop()
+        else:  # another thread, or a finaliser
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
+                loop.call_soon_threadsafe(self._cancel_on_loop)
+
+    # -- the consumer's steps ----------------------------------------------------
+
+    def step(self, core: _Core[Any]) -> None:
+        """Advance the producer one chunk, in the consumer's thread."""
+        it = self._it
+        if it is None:
+            return
+        with self._close_lock:
+            if core.stopping:
+                self._close_sync()
+                return
+            try:
+                self._chunks.append(next(it))
+            except StopIteration:
+                self._end(core, None)
+            except BaseException as exc:
+                self._end(core, exc)
+            if core.stopping:
+                self._close_sync()
+
+    async def astep(self, core: _Core[Any], wait: float | None) -> None:
+        """Advance the producer one chunk, in the consumer's task; `wait`: the
+        seconds until the nearest deadline (None: none)."""
+        it = self._it
+        if it is None:
+            return
+        if core.stopping:
+            self._cancel_on_loop()
+            return
+        task = self._task = asyncio.current_task()
+        loop = self._loop
+        assert task is not None and loop is not None
+        if wait is not None:
+            self._timer = loop.call_later(wait, self._deadline)
+        self._stepping = True
+        try:
+            self._chunks.append(await it.__anext__())
+        except StopAsyncIteration:
+            self._end(core, None)
+        except asyncio.CancelledError as exc:
+            if not self._interrupted:  # the consumer's task itself was cancelled
+                core.stopping = True
+                self._end(core, exc)
+                raise
+            self._interrupted = False
+            task.uncancel()
+            self._end(core, exc)
+        except BaseException as exc:
+            self._end(core, exc)
+        finally:
+            self._stepping = False
+            self._task = None
+            if self._interrupted:  # our cancellation, swallowed by the producer: take it back
+                self._interrupted = False
+                task.uncancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if core.stopping and self._it is not None:
+            self._cancel_on_loop()
+
+    def detach(self, core: _Core[Any]) -> Worker:
+        """Hand the rest of the iterator to a worker of its own (a task on this
+        loop, or a thread), started now, and return it; this worker is done."""
+        it, chunks, finish = self._it, self._chunks, self._finish
+        assert finish is not None
+        self._release()
+        worker: Worker
+        if self._is_async:
+
+            async def adrain(emit: Emit) -> Any:
+                async for chunk in it:
+                    chunks.append(chunk)
+                return finish(chunks)
+
+            worker = TaskWorker(adrain)
+        else:
+
+            def drain(emit: Emit) -> Any:
+                for chunk in it:
+                    chunks.append(chunk)
+                return finish(chunks)
+
+            worker = ThreadWorker(drain)
+        core.worker = worker
+        core.pull = None
+        worker.start(core)
+        return worker
+
+    # -- internals -------------------------------------------------------------------
+
+    def _end(self, core: _Core[Any], exc: BaseException | None) -> None:
+        finish, chunks = self._finish, self._chunks
+        self._release()
+        value = None
+        if exc is None and finish is not None:
+            try:
+                value = finish(chunks)
+            except BaseException as error:
+                exc = error
+        core.record(exc, value)
+        core.worker_ended()
+
+    def _release(self) -> None:
+        """Let go of the iterator, the chunks, the run and the core: the core holds
+        this worker, so a stream that ended is then freed by reference counting."""
+        self._it = None
+        self._chunks = []
+        self._finish = None
+        self._core = None
+
+    def _close_sync(self) -> None:
+        it = self._it
+        self._release()
+        if it is not None:
+            it.close()
+
+    def _cancel_on_loop(self) -> None:
+        """On the consumer's loop: interrupt the step in progress, or close the iterator."""
+        if self._stepping:
+            task = self._task
+            if task is not None and not self._interrupted:
+                self._interrupted = True
+                task.cancel()
+            return
+        it = self._it
+        if it is None:
+            return
+        self._release()
+        loop = self._loop
+        assert loop is not None
+        # Closing runs the generator's cleanup (an HTTP response's aclose): a task of its own.
+        _closing.add(task := loop.create_task(it.aclose()))
+        task.add_done_callback(_closing.discard)
+
+    def _deadline(self) -> None:
+        """The nearest deadline came during a step: stop the stream if one has passed
+        (`enforce_deadlines` then cancels this worker), else wait for the next one."""
+        self._timer = None
+        core = self._core
+        if core is None or self._loop is None:  # pragma: no cover - the step ended meanwhile
+            return
+        wait = core.enforce_deadlines()
+        if wait and self._stepping:
+            self._timer = self._loop.call_later(wait, self._deadline)
+
+
+_NO_LOCK = threading.Lock()  # never taken
+
+#: the `aclose()` tasks of async generators closed between steps, until they end
+_closing: set[asyncio.Task[Any]] = set()
 
 
 def cancel_task(task: asyncio.Task[Any] | None, loop: asyncio.AbstractEventLoop | None) -> None:

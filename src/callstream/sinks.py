@@ -26,6 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Literal, Protocol, final, get_args, runtime_checkable
 
 from .errors import Cancelled, StreamOverflow
@@ -115,6 +116,16 @@ class Sink(Protocol):
 def _is_token(item: object) -> bool:
     """`BoundedSink`'s default `droppable`: the token items (`callstream.events.token_text`)."""
     return token_text(item) is not None
+
+
+def _late_put(buf: deque[Any], item: Any) -> None:
+    """A finished sink's `put` (see `DequeSink._release_put`)."""
+    buf.append(item)
+
+
+def _closed_put(item: Any) -> None:
+    """A closed sink's `put` (see `DequeSink._release_put`)."""
+    raise Cancelled
 
 
 def _fire(fn: Callable[[], None] | None) -> None:
@@ -251,6 +262,7 @@ class DequeSink:
         "_cond",
         "_finished",
         "_flag",
+        "_lock",
         "_peak",
         "_waiting",
         "_wakeup",
@@ -259,7 +271,10 @@ class DequeSink:
 
     def __init__(self) -> None:
         self._buf: deque[Any] = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # Made by the first consumer that blocks (a thread's `take`), over `_lock`:
+        # a consumer on an event loop, or stepping its producer itself, never needs one.
+        self._cond: threading.Condition | None = None
         self._closed = False
         self._finished = False
         self._waiting = 0
@@ -285,7 +300,7 @@ class DequeSink:
 
     def _locked_put(self, item: Any) -> None:
         """`put` without the GIL: the append and the flag check under the lock."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise Cancelled
             self._buf.append(item)
@@ -293,7 +308,8 @@ class DequeSink:
                 return
             fn, self._wakeup = self._wakeup, None
             self._flag = self._waiting > 0
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         _fire(fn)
 
     def _after_put(self) -> None:
@@ -305,24 +321,37 @@ class DequeSink:
         self._notify()
 
     def _notify(self) -> None:
-        with self._cond:
+        with self._lock:
             fn, self._wakeup = self._wakeup, None
             self._flag = self._closed or self._waiting > 0
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
         _fire(fn)
 
     def finish(self) -> None:
         self._finished = True
+        self._release_put(closed=False)
         self._notify()
+
+    def _release_put(self, *, closed: bool) -> None:
+        # `put` closes over the sink: once the producer is done, or the sink closed,
+        # the sink lets go of it, so that it is freed by reference counting rather
+        # than left in a cycle for the garbage collector (at thousands of streams a
+        # real cost). What a producer already holds keeps working; a `put` looked
+        # up from now on still appends (finished) or raises `Cancelled` (closed).
+        if (GIL and not self._closed) or closed:
+            self.put = _closed_put if closed else partial(_late_put, self._buf)
 
     def take(self, timeout: float | None) -> deque[Any]:
         buf = self._buf
         if not buf and timeout != 0 and not (self._finished or self._closed):
-            with self._cond:
+            with self._lock:
                 self._waiting += 1
                 self._flag = True
                 try:
                     if not buf and not (self._finished or self._closed):
+                        if self._cond is None:
+                            self._cond = threading.Condition(self._lock)
                         self._cond.wait(timeout)
                 finally:
                     self._waiting -= 1
@@ -335,7 +364,7 @@ class DequeSink:
         return buf
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        with self._cond:
+        with self._lock:
             self._wakeup = fn
             self._flag = self._closed or fn is not None or self._waiting > 0
 
@@ -345,10 +374,11 @@ class DequeSink:
         self._closed = True
         self._flag = True
         self._buf.clear()
+        self._release_put(closed=True)
         self._notify()
 
     def statistics(self) -> SinkStatistics:
-        with self._cond:
+        with self._lock:
             waiting = self._waiting
         buffered = len(self._buf)
         return SinkStatistics(

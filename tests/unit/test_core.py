@@ -8,6 +8,7 @@ import pytest
 
 import callstream
 from callstream._core import Timeouts, _Core
+from callstream.sinks import DequeSink
 
 
 def core(total: float | None = None, first: float | None = None, idle: float | None = None) -> _Core[Any]:
@@ -51,3 +52,41 @@ def test_a_steady_producer_still_hits_the_total_limit() -> None:
             for _ in s:
                 pass
     assert info.value.limit == "timeout"
+
+
+class _Recording:
+    """A deque sink recording, at `finish`, whether the worker was already done."""
+
+    def __init__(self) -> None:
+        self.core: Any = None
+        self.done_at_finish: list[bool] = []
+        inner = DequeSink()
+        self.put, self.take, self.set_wakeup = inner.put, inner.take, inner.set_wakeup
+        self.close, self.statistics, self._finish = inner.close, inner.statistics, inner.finish
+
+    def finish(self) -> None:
+        self.done_at_finish.append(self.core.worker_done)
+        self._finish()
+
+
+def test_the_worker_is_done_before_the_sink_wakes_the_consumer() -> None:
+    # A consumer woken by `finish` that found the worker not done yet would arm a
+    # wake-up no one fires any more: with no safety timer, a hang (seen under load).
+    sink = _Recording()
+    stream = callstream.from_callback(lambda emit: emit("x"), sink=sink)
+    sink.core = stream._core
+    with stream:
+        assert list(stream) == ["x"]
+    assert sink.done_at_finish == [True]
+
+
+def test_a_push_stream_is_done_before_its_sink_wakes_the_consumer() -> None:
+    pushed: list[Any] = []
+    sink = _Recording()
+    stream = callstream.from_push(pushed.append, sink=sink)
+    sink.core = stream._core
+    with stream:
+        pushed[0].emit("x")
+        pushed[0].finish()
+        assert list(stream) == ["x"]
+    assert sink.done_at_finish == [True]
