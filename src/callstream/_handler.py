@@ -31,6 +31,8 @@ class Filter(NamedTuple):
 
     @classmethod
     def of(cls, **given: Sequence[str] | None) -> Filter | None:
+        if list(given.values()).count(None) == len(given):  # no filter: the common case, per stream
+            return None
         values: dict[str, frozenset[str] | None] = {}
         for key, value in given.items():
             if value is None:
