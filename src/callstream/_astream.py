@@ -144,6 +144,15 @@ class AsyncStream(_BaseStream[T]):
         elif core.state is _State.DONE:
             raise StopAsyncIteration
         sink = core.sink
+        pull = core.pull
+        if pull is not None and idle is None and core.timeouts is None:
+            # A model stepped by this task, no time limit: the short way (each step
+            # fires about one event). Its end, or a close, takes the long way below.
+            while not (core.worker_done or core.stopping):
+                batch = sink.take(0)
+                if batch:
+                    return batch
+                await pull.astep(core, None)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] | None = None
         idle_at = None if idle is None else loop.time() + idle
@@ -206,6 +215,16 @@ class AsyncStream(_BaseStream[T]):
     async def _tokens(self, answers: AnswerFilter | None) -> AsyncGenerator[str, None]:
         # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
         try:
+            core = self._core
+            if self._can_pull_texts(answers):
+                if core.state is _State.NEW:
+                    core.start()
+                pull = core.pull
+                for text in self._pulled_texts():
+                    if text is None:
+                        await pull.astep(core, None)  # type: ignore[union-attr]
+                    else:
+                        yield text
             while True:
                 try:
                     batch = await self._next_batch()

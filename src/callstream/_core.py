@@ -120,6 +120,7 @@ class _Core(Generic[R]):
         #: the worker while the consumer steps the producer itself (None once detached)
         self.pull = worker if type(worker) is PullWorker else None
         self._timeouts = timeouts
+        self.timeouts = timeouts  # None: no time limit at all
         self._sink_closed = False
         self.t_start = 0.0
         self.t_end: float | None = None

@@ -16,7 +16,7 @@ from ._answer import AnswerFilter
 from ._core import Status, _Core, _State, add_note
 from ._summary import Summary
 from .events import Event, token_text
-from .sinks import SinkStatistics
+from .sinks import DequeSink, SinkStatistics
 
 __all__ = ("EMPTY", "IDLE", "_BaseStream")
 
@@ -156,6 +156,40 @@ class _BaseStream(Generic[T]):
             if text := token_text(item):
                 parts.append(text)
             yield from feed(item)
+
+    def _pulled_texts(self) -> Iterator[str | None]:
+        """`tokens()` of a model this consumer steps itself (`PullWorker`), no answer
+        filter, no time limit, a `DequeSink`: the token text of each item its steps
+        fire, and `None` whenever the buffer is empty (the face then steps the model,
+        or, once it ended, was closed or handed to a worker, goes the general way).
+
+        One generator for the whole stream, over the sink's own buffer (what
+        `DequeSink.take` returns): a step fires about one event, and a batch per
+        step would cost more than the event.
+        """
+        core = self._core
+        buf = core.sink.take(0)
+        self._pending = buf  # close() empties it
+        parts = self._parts
+        pop = buf.popleft
+        while True:
+            while buf:
+                item = pop()
+                self._delivered += 1
+                if type(item) is Event:  # token_text(), inlined: this runs per token
+                    text = item.text if item.kind == "token" else None
+                else:
+                    text = item if type(item) is str else None
+                if text:
+                    parts.append(text)
+                    yield text
+            if core.worker_done or core.stopping or core.pull is None:
+                return
+            yield None
+
+    def _can_pull_texts(self, answers: AnswerFilter | None) -> bool:
+        core = self._core
+        return answers is None and core.pull is not None and core.timeouts is None and type(core.sink) is DequeSink
 
     def _note_consumer_error(self, exc: BaseException | None) -> None:
         pending = self._core.pending_error()

@@ -31,6 +31,8 @@ class Filter(NamedTuple):
 
     @classmethod
     def of(cls, **given: Sequence[str] | None) -> Filter | None:
+        if list(given.values()).count(None) == len(given):  # no filter: the common case, per stream
+            return None
         values: dict[str, frozenset[str] | None] = {}
         for key, value in given.items():
             if value is None:
@@ -108,6 +110,9 @@ def _tools(kwargs: Mapping[str, Any]) -> dict[str, list[str]]:
     return {"tools": names} if names else {}
 
 
+#: `Event(*fields)` without the keyword-default wrapper: a token's Event is built per token
+_new_event = tuple.__new__
+
 #: `CallbackHandler._raised_in` until an interrupt passes (never written to)
 _NONE_RAISED: dict[str, Mapping[str, Any]] = {}
 
@@ -138,6 +143,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._filter = filter
         self._stopping = stopping
         self._runs: dict[UUID, _Run] = {}
+        self._last_id: UUID | None = None  # the run of the last token, and its record
+        self._last_run: _Run | None = None
         self._root: UUID | None = None
         self.root_output: Any = None
         self.has_root_output = False
@@ -201,6 +208,7 @@ class CallbackHandler(BaseCallbackHandler):
             self._end("tool_end" if kind == "tool_error" else "chain_end", run_id, {"output": command}, command)
         else:
             run = self._runs.pop(run_id, None)
+            self._last_id = None
             if run is not None:
                 for interrupt in _langgraph.interrupts_of(error):
                     ident = getattr(interrupt, "id", None)
@@ -211,6 +219,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _end(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], output: Any = None) -> None:
         run = self._runs.pop(run_id, None)
+        self._last_id = None
         if run_id == self._root:
             self.root_output, self.has_root_output = output, True
         if run is None or not run.visible or self._stopping():
@@ -270,7 +279,13 @@ class CallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        run = self._runs.get(run_id)
+        # Per token, so: the last run looked up is kept (LangChain passes the same
+        # UUID object for each token of a run), and the Event is built as the tuple it is.
+        if run_id is self._last_id:
+            run = self._last_run
+        else:
+            run = self._runs.get(run_id)
+            self._last_id, self._last_run = run_id, run
         if run is None or not run.visible or not run.tokens:
             if token:  # counted, not shown: the text of a filtered or "nostream" run
                 self.stats.on_token()
@@ -288,17 +303,21 @@ class CallbackHandler(BaseCallbackHandler):
         if text:  # an empty closing chunk or a tool-call chunk is not a token of text
             self.stats.on_token()
         self._emit_token(
-            Event(
-                "token",
-                run.name,
-                run.id,
-                run.parents,
-                run.tags,
-                run.metadata,
-                {"chunk": piece},
-                text,
-                piece,
-                run.run_type,
+            _new_event(
+                Event,
+                (
+                    "token",
+                    run.name,
+                    run.id,
+                    run.parents,
+                    run.tags,
+                    run.metadata,
+                    {"chunk": piece},
+                    text,
+                    piece,
+                    run.run_type,
+                    "",
+                ),
             )
         )
 

@@ -123,6 +123,15 @@ class Stream(_BaseStream[T]):
         elif core.state is _State.DONE:
             raise StopIteration
         sink = core.sink
+        pull = core.pull
+        if pull is not None and idle is None:
+            # A model stepped by this thread (never with a time limit): the short way
+            # (each step fires about one event). Its end, or a close, takes the long way.
+            while not (core.worker_done or core.stopping):
+                batch = sink.take(0)
+                if batch:
+                    return batch
+                pull.step(core)
         wait: float | None = 0.0
         yielded = False
         idle_at = None if idle is None else time.monotonic() + idle
@@ -183,6 +192,16 @@ class Stream(_BaseStream[T]):
     def _tokens(self, answers: AnswerFilter | None) -> Generator[str, None, None]:
         # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
         try:
+            core = self._core
+            if self._can_pull_texts(answers):
+                if core.state is _State.NEW:
+                    core.start()
+                pull = core.pull
+                for text in self._pulled_texts():
+                    if text is None:
+                        pull.step(core)  # type: ignore[union-attr]
+                    else:
+                        yield text
             while True:
                 try:
                     batch = self._next_batch()

@@ -257,42 +257,53 @@ class PullWorker:
         """Advance the producer one chunk, in the consumer's task; `wait`: the
         seconds until the nearest deadline (None: none)."""
         it = self._it
-        if it is None:
+        if it is None or core.stopping:
+            if it is not None:
+                self._cancel_on_loop()
             return
-        if core.stopping:
-            self._cancel_on_loop()
-            return
+        # The task to interrupt (a deadline, a close from elsewhere): this step's.
         task = self._task = asyncio.current_task()
-        loop = self._loop
-        assert task is not None and loop is not None
+        assert task is not None
         if wait is not None:
-            self._timer = loop.call_later(wait, self._deadline)
+            self._timer = self._loop.call_later(wait, self._deadline)  # type: ignore[union-attr]
         self._stepping = True
         try:
-            self._chunks.append(await it.__anext__())
-        except StopAsyncIteration:
-            self._end(core, None)
-        except asyncio.CancelledError as exc:
-            if not self._interrupted:  # the consumer's task itself was cancelled
-                core.stopping = True
-                self._end(core, exc)
-                raise
-            self._interrupted = False
-            task.uncancel()
-            self._end(core, exc)
+            chunk = await it.__anext__()
         except BaseException as exc:
-            self._end(core, exc)
-        finally:
+            self._stepped(task, cancelled=isinstance(exc, asyncio.CancelledError))
+            self._astep_failed(core, task, exc)
+        else:
             self._stepping = False
-            self._task = None
-            if self._interrupted:  # our cancellation, swallowed by the producer: take it back
-                self._interrupted = False
-                task.uncancel()
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            if self._interrupted or self._timer is not None:
+                self._stepped(task, cancelled=False)
+            self._chunks.append(chunk)
         if core.stopping and self._it is not None:
             self._cancel_on_loop()
+
+    def _stepped(self, task: asyncio.Task[Any], *, cancelled: bool) -> None:
+        """After a step: no timer, and our interruption taken back if the producer
+        swallowed it (a step ended by it is `_astep_failed`'s)."""
+        self._stepping = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._interrupted and not cancelled:
+            self._interrupted = False
+            task.uncancel()
+
+    def _astep_failed(self, core: _Core[Any], task: asyncio.Task[Any], exc: BaseException) -> None:
+        if isinstance(exc, StopAsyncIteration):
+            self._end(core, None)
+        elif isinstance(exc, asyncio.CancelledError):
+            if not self._interrupted:  # the consumer's task itself was cancelled: it stops the run
+                core.stopping = True
+                self._end(core, exc)
+                raise exc
+            self._interrupted = False  # ours (a deadline, a close): taken back, the stream ends
+            task.uncancel()
+            self._end(core, exc)
+        else:
+            self._end(core, exc)
 
     def detach(self, core: _Core[Any]) -> Worker:
         """Hand the rest of the iterator to a worker of its own (a task on this
