@@ -25,6 +25,30 @@ SINKS: list[SinkName] = ["queue", "deque", "bounded"]
 FACES = ["sync", "async"]
 
 
+#: session fixtures cheap enough for each xdist worker to start its own
+CHEAP_SHARED = {"openai_server", "redis_server"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs `-n 2 --dist loadgroup`: a test is a unit of work of its own, but for the tests
+    of a module that share a costly fixture of a wider scope (the web apps' servers, a built site, a
+    Celery stack), which stay together on one worker (an `xdist_group` per module), so that each is
+    started once per worker at most, as under `--dist loadfile`. xdist sends the groups first (the largest
+    first) and the single tests after them, so the two workers end together."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = any(
+            d.scope != "function" and d.func.__module__.startswith("tests") and d.argname not in CHEAP_SHARED
+            for defs in info.name2fixturedefs.values()
+            for d in defs
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(params=SINKS)
 def sink(request: pytest.FixtureRequest) -> SinkName:
     return request.param
