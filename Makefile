@@ -53,7 +53,7 @@ test-latest:
 	@$(VENV_LATEST)/bin/python -c "import sys; from importlib.metadata import version as v; \
 	  names = 'langchain-core langchain langgraph langchain-openai openai pydantic'.split(); \
 	  print('test-latest: Python', sys.version.split()[0] + ',', ', '.join(n + ' ' + v(n) for n in names))"
-	$(VENV_LATEST)/bin/python -m pytest -q $(TESTS_LATEST)
+	$(VENV_LATEST)/bin/python -m pytest -q -n 2 --dist loadgroup $(TESTS_LATEST)
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks adapters docs
