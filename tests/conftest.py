@@ -58,9 +58,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     # longer lets it change (pytest-xdist #1386: the marks are silently ignored); the units are named here.
     if config.getvalue("dist") != "loadgroup":
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
-    class SharedFixtureScheduling(LoadScopeScheduling):
+    class SharedFixtureScheduling(LoadScopeScheduling):  # type: ignore[misc]
         # the largest units first (xdist's --loadscope-reorder), then the single tests
         def _split_scope(self, nodeid: str) -> str:
             return unit_of(nodeid)
