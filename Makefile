@@ -37,11 +37,12 @@ check: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks adapters docs
 	$(PY) -m mypy
 
-# Coverage of src/callstream, with the floor of [tool.coverage.report] (fail_under). Two workers,
-# a test file per worker at a time (`--dist loadfile`: a file's servers start once); most of the
+# Coverage of src/callstream, with the floor of [tool.coverage.report] (fail_under). Two workers, a
+# test at a time but for the tests of a module sharing a costly fixture (servers, a built site), which
+# go to one worker together (`--dist loadgroup`, the groups made by tests/conftest.py); most of the
 # suite waits on real servers and subprocesses, so two workers fit two cores.
 test: check
-	$(PY) -m pytest -q -n 2 --dist loadfile --cov --cov-report=term
+	$(PY) -m pytest -q -n 2 --dist loadgroup --cov --cov-report=term
 
 # The newest release of every dependency, no constraints, in a venv of its own (re-resolved on
 # every run), so that a release that breaks callstream shows up the day it ships.
@@ -52,7 +53,7 @@ test-latest:
 	@$(VENV_LATEST)/bin/python -c "import sys; from importlib.metadata import version as v; \
 	  names = 'langchain-core langchain langgraph langchain-openai openai pydantic'.split(); \
 	  print('test-latest: Python', sys.version.split()[0] + ',', ', '.join(n + ' ' + v(n) for n in names))"
-	$(VENV_LATEST)/bin/python -m pytest -q $(TESTS_LATEST)
+	$(VENV_LATEST)/bin/python -m pytest -q -n 2 --dist loadgroup $(TESTS_LATEST)
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks adapters docs

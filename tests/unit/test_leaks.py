@@ -45,17 +45,22 @@ def one_stream(i: int, rng: random.Random) -> None:
         list(callstream.from_callback(Counter(5), sink=sink))
 
 
-def test_thousand_cancelled_streams_leave_no_thread_and_no_memory() -> None:
+#: streams per leak loop: each of the 5 ways out 60 times. The memory check keeps the target's rate
+#: (at most 1 KB retained per 1,000 streams: 307 bytes here); what the loop retains is 0 bytes.
+STREAMS = 300
+
+
+def test_many_cancelled_streams_leave_no_thread_and_no_memory() -> None:
     rng = random.Random(7)
     baseline = threading.active_count()
-    for i in range(200):  # warm-up: caches, interned strings, code objects
+    for i in range(100):  # warm-up: caches, interned strings, code objects (each way out 20 times)
         one_stream(i, rng)
     wait_for_no_workers()
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        for i in range(1000):
+        for i in range(STREAMS):
             one_stream(i, rng)
         wait_for_no_workers()
         gc.collect()
@@ -63,12 +68,12 @@ def test_thousand_cancelled_streams_leave_no_thread_and_no_memory() -> None:
     finally:
         tracemalloc.stop()
     grown = sum(s.size_diff for s in after.compare_to(before, "filename") if "callstream" in str(s.traceback))
-    assert grown <= 1024, f"callstream code retained {grown} bytes over 1,000 streams"
+    assert grown <= 1024 * STREAMS // 1000, f"callstream code retained {grown} bytes over {STREAMS} streams"
     assert threading.active_count() <= baseline  # none of ours left (another test's may end meanwhile)
     assert callstream_threads() == []
 
 
-def test_thousand_async_cancellations_leave_no_task_or_thread() -> None:
+def test_many_async_cancellations_leave_no_task_or_thread() -> None:
     async def main() -> None:
         baseline = len(asyncio.all_tasks())
 
@@ -94,7 +99,7 @@ def test_thousand_async_cancellations_leave_no_task_or_thread() -> None:
                 async for _ in s:
                     pass
 
-        for i in range(1000):
+        for i in range(STREAMS):
             await one(i)
         assert len(asyncio.all_tasks()) == baseline
 
