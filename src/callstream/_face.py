@@ -131,24 +131,34 @@ class _BaseStream(Generic[T]):
                 "each item is delivered once, so mixing them would split the stream"
             )
 
-    def _texts(self, batch: deque[Any], answers: AnswerFilter | None) -> Iterator[str]:
+    def _texts(self, batch: deque[Any], answers: AnswerFilter | None, *, live: bool = False) -> Iterator[Any]:
         """One batch's worth of `tokens()`: every item counted, its token text
         kept for `text`, and the text `tokens()` yields (with `answers`, only the
-        answer's). `batch` is `self._pending`, so `close()` empties it."""
+        answer's). `batch` is `self._pending`, so `close()` empties it.
+
+        With `live` (no answer filter), `batch` is the sink's own buffer and the
+        generator lasts the whole stream: `None` whenever the buffer is empty
+        (see `_pulled_texts`), the end once the run ended, was closed or handed to
+        a worker.
+        """
         parts = self._parts
         pop = batch.popleft
         if answers is None:
-            while batch:
-                item = pop()
-                self._delivered += 1
-                if type(item) is Event:  # token_text(), inlined: this runs per token
-                    text = item.text if item.kind == "token" else None
-                else:
-                    text = item if type(item) is str else None
-                if text:
-                    parts.append(text)
-                    yield text
-            return
+            core = self._core
+            while True:
+                while batch:
+                    item = pop()
+                    self._delivered += 1
+                    if type(item) is Event:  # token_text(), inlined: this runs per token
+                        text = item.text if item.kind == "token" else None
+                    else:
+                        text = item if type(item) is str else None
+                    if text:
+                        parts.append(text)
+                        yield text
+                if not live or core.worker_done or core.stopping or core.pull is None:
+                    return
+                yield None
         feed = answers.feed
         while batch:
             item = pop()
@@ -167,25 +177,9 @@ class _BaseStream(Generic[T]):
         `DequeSink.take` returns): a step fires about one event, and a batch per
         step would cost more than the event.
         """
-        core = self._core
-        buf = core.sink.take(0)
+        buf = self._core.sink.take(0)
         self._pending = buf  # close() empties it
-        parts = self._parts
-        pop = buf.popleft
-        while True:
-            while buf:
-                item = pop()
-                self._delivered += 1
-                if type(item) is Event:  # token_text(), inlined: this runs per token
-                    text = item.text if item.kind == "token" else None
-                else:
-                    text = item if type(item) is str else None
-                if text:
-                    parts.append(text)
-                    yield text
-            if core.worker_done or core.stopping or core.pull is None:
-                return
-            yield None
+        return self._texts(buf, None, live=True)
 
     def _can_pull_texts(self, answers: AnswerFilter | None) -> bool:
         core = self._core
