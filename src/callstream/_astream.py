@@ -217,10 +217,9 @@ class AsyncStream(_BaseStream[T]):
         try:
             core = self._core
             if self._can_pull_texts(answers):
-                if core.state is _State.NEW:
-                    core.start()
+                texts = self._pulled_texts()  # starts the stream
                 pull = core.pull
-                for text in self._pulled_texts():
+                for text in texts:
                     if text is None:
                         await pull.astep(core, None)  # type: ignore[union-attr]
                     else:

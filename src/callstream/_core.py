@@ -119,7 +119,6 @@ class _Core(Generic[R]):
         self.worker: Worker = worker
         #: the worker while the consumer steps the producer itself (None once detached)
         self.pull = worker if type(worker) is PullWorker else None
-        self._timeouts = timeouts
         self.timeouts = timeouts  # None: no time limit at all
         self._sink_closed = False
         self.t_start = 0.0
@@ -203,7 +202,7 @@ class _Core(Generic[R]):
         A limit that has passed wins over one still ahead; of several that have
         passed, the whole stream's, then the first token's, then the idle one.
         """
-        t = self._timeouts
+        t = self.timeouts
         assert t is not None
         nearest: tuple[TimeoutName, float] | None = None
         if t.total is not None:
@@ -219,7 +218,7 @@ class _Core(Generic[R]):
         return nearest
 
     def _timeout_error(self, limit: TimeoutName) -> StreamTimeout:
-        t = self._timeouts
+        t = self.timeouts
         assert t is not None
         seconds = {"timeout": t.total, "first_token_timeout": t.first, "idle_timeout": t.idle}[limit]
         assert seconds is not None
@@ -235,7 +234,7 @@ class _Core(Generic[R]):
         the producer's next callback even when nobody is pulling.
         """
         put = self.sink.put
-        if self._timeouts is None:
+        if self.timeouts is None:
             return put
         core = self
         deadline = self._deadline
@@ -270,7 +269,7 @@ class _Core(Generic[R]):
         Called only when the buffer is empty. When a limit has passed it
         records the timeout, stops the producer, closes the sink and returns 0.
         """
-        if self._timeouts is None:
+        if self.timeouts is None:
             return None
         now = monotonic()
         nearest = self._deadline(now)

@@ -177,7 +177,10 @@ class _BaseStream(Generic[T]):
         `DequeSink.take` returns): a step fires about one event, and a batch per
         step would cost more than the event.
         """
-        buf = self._core.sink.take(0)
+        core = self._core
+        if core.state is _State.NEW:
+            core.start()
+        buf = core.sink.take(0)
         self._pending = buf  # close() empties it
         return self._texts(buf, None, live=True)
 

@@ -554,9 +554,7 @@ class _Hub:
                     follower.wake()
 
     async def run(self) -> None:
-        client = self.store.aclient() if self.store.aclient is not None else None
-        assert client is not None
-        pool = client.connection_pool
+        pool = self.store.apool()
         connection: Any = None
         try:
             connection = await pool.get_connection()
@@ -682,9 +680,7 @@ class _Calls:
 
     async def run(self) -> None:
         store = self.store
-        client = store.aclient() if store.aclient is not None else None
-        assert client is not None
-        pool = client.connection_pool
+        pool = store.apool()
         # Held while calls go on: they never wait behind the pool's queue.
         connection: Any = None
         try:
@@ -752,9 +748,7 @@ class _Watches:
 
     async def run(self) -> None:
         store = self.store
-        client = store.aclient() if store.aclient is not None else None
-        assert client is not None
-        pool = client.connection_pool
+        pool = store.apool()
         # A connection of its own: a renewal never waits behind the pool's queue (a busy loop's
         # thousands of reads), only for the loop itself.
         connection: Any = None
@@ -913,12 +907,16 @@ class RedisStore:
             calls = self._calls[loop] = _Calls(self)
         return await calls.call(ops)
 
+    def apool(self) -> Any:
+        """The connection pool of the asyncio client (the hub, the calls and the watcher
+        take a connection of their own from it)."""
+        if self.aclient is None:
+            raise TypeError("this relay has no asyncio client")
+        return self.aclient().connection_pool
+
     async def alone(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         """`ops` in a round trip of their own, on a connection of the pool (a blocking read)."""
-        client = self.aclient() if self.aclient is not None else None
-        if client is None:
-            raise TypeError("this relay has no asyncio client")
-        pool = client.connection_pool
+        pool = self.apool()
         connection = await pool.get_connection()
         try:
             replies = await _pipelined(self, connection, ops)

@@ -194,10 +194,9 @@ class Stream(_BaseStream[T]):
         try:
             core = self._core
             if self._can_pull_texts(answers):
-                if core.state is _State.NEW:
-                    core.start()
+                texts = self._pulled_texts()  # starts the stream
                 pull = core.pull
-                for text in self._pulled_texts():
+                for text in texts:
                     if text is None:
                         pull.step(core)  # type: ignore[union-attr]
                     else:

@@ -221,17 +221,8 @@ class PullWorker:
                 finally:
                     self._close_lock.release()
             return
-        loop = self._loop
-        assert loop is not None
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._cancel_on_loop()
-        else:  # another thread, or a finaliser
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
-                loop.call_soon_threadsafe(self._cancel_on_loop)
+        assert self._loop is not None
+        _on_loop(self._loop, self._cancel_on_loop)
 
     # -- the consumer's steps ----------------------------------------------------
 
@@ -401,15 +392,21 @@ def cancel_task(task: asyncio.Task[Any] | None, loop: asyncio.AbstractEventLoop 
     """Cancel `task` (running on `loop`) from its loop, another thread, or a finaliser."""
     if task is None or loop is None or task.done():
         return
+    _on_loop(loop, task.cancel)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:
+    """Call `fn` now when on `loop`, else (another thread, a finaliser) soon on `loop`;
+    nothing when `loop` is closed (nothing runs there any more)."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if running is loop:
-        task.cancel()
-    else:  # a finaliser or another thread
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
-            loop.call_soon_threadsafe(task.cancel)
+        fn()
+    else:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn)
 
 
 def as_producer(producer: Callable[[Emit], Any]) -> Producer:
