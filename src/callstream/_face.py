@@ -131,34 +131,24 @@ class _BaseStream(Generic[T]):
                 "each item is delivered once, so mixing them would split the stream"
             )
 
-    def _texts(self, batch: deque[Any], answers: AnswerFilter | None, *, live: bool = False) -> Iterator[Any]:
+    def _texts(self, batch: deque[Any], answers: AnswerFilter | None) -> Iterator[Any]:
         """One batch's worth of `tokens()`: every item counted, its token text
         kept for `text`, and the text `tokens()` yields (with `answers`, only the
-        answer's). `batch` is `self._pending`, so `close()` empties it.
-
-        With `live` (no answer filter), `batch` is the sink's own buffer and the
-        generator lasts the whole stream: `None` whenever the buffer is empty
-        (see `_pulled_texts`), the end once the run ended, was closed or handed to
-        a worker.
-        """
+        answer's). `batch` is `self._pending`, so `close()` empties it."""
         parts = self._parts
         pop = batch.popleft
         if answers is None:
-            core = self._core
-            while True:
-                while batch:
-                    item = pop()
-                    self._delivered += 1
-                    if type(item) is Event:  # token_text(), inlined: this runs per token
-                        text = item.text if item.kind == "token" else None
-                    else:
-                        text = item if type(item) is str else None
-                    if text:
-                        parts.append(text)
-                        yield text
-                if not live or core.worker_done or core.stopping or core.pull is None:
-                    return
-                yield None
+            while batch:
+                item = pop()
+                self._delivered += 1
+                if type(item) is Event:  # token_text(), inlined: this runs per token
+                    text = item.text if item.kind == "token" else None
+                else:
+                    text = item if type(item) is str else None
+                if text:
+                    parts.append(text)
+                    yield text
+            return
         feed = answers.feed
         while batch:
             item = pop()
@@ -167,22 +157,19 @@ class _BaseStream(Generic[T]):
                 parts.append(text)
             yield from feed(item)
 
-    def _pulled_texts(self) -> Iterator[str | None]:
+    def _pulled_buffer(self) -> deque[Any]:
         """`tokens()` of a model this consumer steps itself (`PullWorker`), no answer
-        filter, no time limit, a `DequeSink`: the token text of each item its steps
-        fire, and `None` whenever the buffer is empty (the face then steps the model,
-        or, once it ended, was closed or handed to a worker, goes the general way).
-
-        One generator for the whole stream, over the sink's own buffer (what
-        `DequeSink.take` returns): a step fires about one event, and a batch per
-        step would cost more than the event.
+        filter, no time limit, a `DequeSink`: the sink's own buffer, which the face
+        reads after each step, in the loop that steps (a step fires about one event:
+        a batch or a generator per step would cost more than the event). Once the
+        run ended, was closed or handed to a worker, the face goes the general way.
         """
         core = self._core
         if core.state is _State.NEW:
             core.start()
         buf = core.sink.take(0)
         self._pending = buf  # close() empties it
-        return self._texts(buf, None, live=True)
+        return buf
 
     def _can_pull_texts(self, answers: AnswerFilter | None) -> bool:
         core = self._core

@@ -72,6 +72,8 @@ class _Run(NamedTuple):
     visible: bool
     #: False for runs tagged "nostream" (LangGraph's convention): no token events
     tokens: bool = True
+    #: a token Event's first fields, kind to metadata; () when its tokens are not shown
+    head: tuple[Any, ...] = ()
 
 
 def _name(name: str | None, serialized: Mapping[str, Any] | None, default: str) -> str:
@@ -186,7 +188,9 @@ class CallbackHandler(BaseCallbackHandler):
         tags_ = tuple(tags or ())
         visible = self._filter is None or self._filter.admits(name, run_type, tags_)
         metadata_ = MappingProxyType(metadata or {})
-        run = _Run(name, str(run_id), parents, tags_, metadata_, run_type, visible, "nostream" not in tags_)
+        ident, tokens = str(run_id), "nostream" not in tags_
+        head = ("token", name, ident, parents, tags_, metadata_) if visible and tokens else ()
+        run = _Run(name, ident, parents, tags_, metadata_, run_type, visible, tokens, head)
         self._runs[run_id] = run
         if visible:
             self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
@@ -280,13 +284,14 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         # Per token, so: the last run looked up is kept (LangChain passes the same
-        # UUID object for each token of a run), and the Event is built as the tuple it is.
+        # UUID object for each token of a run), and the Event is built as the tuple
+        # it is, from the run's own first fields.
         if run_id is self._last_id:
             run = self._last_run
         else:
             run = self._runs.get(run_id)
             self._last_id, self._last_run = run_id, run
-        if run is None or not run.visible or not run.tokens:
+        if run is None or not run.head:
             if token:  # counted, not shown: the text of a filtered or "nostream" run
                 self.stats.on_token()
             return
@@ -302,24 +307,8 @@ class CallbackHandler(BaseCallbackHandler):
             text = chunk.text
         if text:  # an empty closing chunk or a tool-call chunk is not a token of text
             self.stats.on_token()
-        self._emit_token(
-            _new_event(
-                Event,
-                (
-                    "token",
-                    run.name,
-                    run.id,
-                    run.parents,
-                    run.tags,
-                    run.metadata,
-                    {"chunk": piece},
-                    text,
-                    piece,
-                    run.run_type,
-                    "",
-                ),
-            )
-        )
+        tail = ({"chunk": piece}, text, piece, run.run_type, "")
+        self._emit_token(_new_event(Event, run.head + tail))  # one concatenation: no list built
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)

@@ -194,13 +194,19 @@ class Stream(_BaseStream[T]):
         try:
             core = self._core
             if self._can_pull_texts(answers):
-                texts = self._pulled_texts()  # starts the stream
-                pull = core.pull
-                for text in texts:
-                    if text is None:
-                        pull.step(core)  # type: ignore[union-attr]
-                    else:
-                        yield text
+                # `_texts` inlined over the sink's own buffer, stepping the model when
+                # it is empty: the twin of `AsyncStream._tokens`'s, but for the await
+                buf, parts, pull = self._pulled_buffer(), self._parts, core.pull
+                while True:
+                    while buf:
+                        item = buf.popleft()
+                        self._delivered += 1
+                        if item.kind == "token" and (text := item.text):  # Events only: a runnable's
+                            parts.append(text)
+                            yield text
+                    if core.worker_done or core.stopping or core.pull is None:
+                        break
+                    pull.step(core)  # type: ignore[union-attr]
             while True:
                 try:
                     batch = self._next_batch()

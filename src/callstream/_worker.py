@@ -29,6 +29,7 @@ import atexit
 import contextlib
 import contextvars
 import inspect
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -134,6 +135,15 @@ class TaskWorker:
             self._aproducer = None
             self._task = None
             core.worker_ended()
+
+
+#: the task running on a loop, per step of a pulled model: 3.11's `asyncio.current_task`
+#: is Python (a `get_running_loop()`, then this very lookup); 3.12's is C
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+    if sys.version_info < (3, 12)
+    else asyncio.current_task
+)
 
 
 class PullWorker:
@@ -253,7 +263,7 @@ class PullWorker:
                 self._cancel_on_loop()
             return
         # The task to interrupt (a deadline, a close from elsewhere): this step's.
-        task = self._task = asyncio.current_task()
+        task = self._task = _task_of(self._loop)  # type: ignore[arg-type]
         assert task is not None
         if wait is not None:
             self._timer = self._loop.call_later(wait, self._deadline)  # type: ignore[union-attr]

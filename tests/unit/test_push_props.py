@@ -83,14 +83,18 @@ def run_case(scripts: list[list[Op]], sink: str, cancel_at: int | None, face: st
         for t in threads:
             t.start()
 
+        producers = list(threads)
+
         def closer() -> None:  # the SDK's own end, if no script ended the stream
-            for t in threads:
+            for t in producers:
                 t.join(10)
             called = next(rec.seq)
             push.finish("closer")
             rec.ends.append(("finish", "closer", called, next(rec.seq)))
 
-        threading.Thread(target=closer).start()
+        closing = threading.Thread(target=closer)
+        threads.append(closing)  # joined below too: its end is recorded once finish() returned
+        closing.start()
 
     stream = (callstream.from_push if face == "sync" else callstream.afrom_push)(start, sink=SINKS[sink]())
     got: list[Any] = []
