@@ -227,6 +227,7 @@ class AsyncStream(_BaseStream[T]):
                         if item.kind == "token" and (text := item.text):  # Events only: a runnable's
                             parts.append(text)
                             yield text
+                    item = None  # the last event is not held while the model runs
                     if core.worker_done or core.stopping or core.pull is None:
                         break
                     await pull.astep(core, None)  # type: ignore[union-attr]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -119,6 +119,14 @@ _new_event = tuple.__new__
 _NONE_RAISED: dict[str, Mapping[str, Any]] = {}
 
 
+class _Stops(Protocol):
+    """What the handler asks of its stream: whether it is stopping (the core;
+    an attribute, not a closure: one object fewer per stream)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+
 class CallbackHandler(BaseCallbackHandler):
     """Turns every callback of a run into an `Event` and emits it.
 
@@ -136,14 +144,14 @@ class CallbackHandler(BaseCallbackHandler):
         emit_token: Emit,
         emit_event: Emit,
         filter: Filter | None,
-        stopping: Callable[[], bool],
+        stream: _Stops,
         stats: StreamStats | None = None,
     ) -> None:
         self.stats = stats if stats is not None else StreamStats()
         self._emit_token = emit_token
         self._emit_event = emit_event
         self._filter = filter
-        self._stopping = stopping
+        self._stream = stream
         self._runs: dict[UUID, _Run] = {}
         self._last_id: UUID | None = None  # the run of the last token, and its record
         self._last_run: _Run | None = None
@@ -226,7 +234,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._last_id = None
         if run_id == self._root:
             self.root_output, self.has_root_output = output, True
-        if run is None or not run.visible or self._stopping():
+        if run is None or not run.visible or self._stream.stopping:
             return  # after a cancel, end/error callbacks are not reported
         self._emit_event(
             Event(kind, run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, run.run_type)
@@ -324,7 +332,7 @@ class CallbackHandler(BaseCallbackHandler):
         data: Mapping[str, Any] = {"output": output}
         if run is not None and run.run_type == "llm":
             data = {"output": {"generations": response.generations, "llm_output": response.llm_output}}
-        elif run is not None and run.visible and getattr(output, "tool_calls", None) and not self._stopping():
+        elif run is not None and run.visible and getattr(output, "tool_calls", None) and not self._stream.stopping:
             # The call ended calling tools: the text it streamed was a preamble
             # ("Let me look that up"), not the answer. Say so, so that a UI that
             # showed it can take it back.

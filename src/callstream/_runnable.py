@@ -108,7 +108,7 @@ def _make_core(
     sink_ = make_sink(sink)
     worker = None
     if pull and never_blocks(sink_):
-        worker = PullWorker(run.aopen if on_loop else run.open, run.finish, is_async=on_loop)
+        worker = PullWorker(run, is_async=on_loop)
     core: _Core[Any] = _Core(
         run.produce,
         sink_,
@@ -151,8 +151,10 @@ class _Run:
     def attach(self, core: _Core[Any], filter_: Filter | None) -> None:
         """Give the run its core, and a callback handler that emits into it."""
         self.core = core
-        emit_token, emit_event = core.make_emit(token=True), core.make_emit(token=False)
-        self.handler = handler_type()(emit_token, emit_event, filter_, lambda: core.stopping, core.stats)
+        emit_token = core.make_emit(token=True)
+        # without time limits both are the sink's own put: one bound method for both
+        emit_event = emit_token if core.timeouts is None else core.make_emit(token=False)
+        self.handler = handler_type()(emit_token, emit_event, filter_, core, core.stats)
 
     def _attached(self) -> tuple[_Core[Any], CallbackHandler, RunnableConfig]:
         assert self.core is not None and self.handler is not None, "attach() first"

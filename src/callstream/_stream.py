@@ -204,6 +204,7 @@ class Stream(_BaseStream[T]):
                         if item.kind == "token" and (text := item.text):  # Events only: a runnable's
                             parts.append(text)
                             yield text
+                    item = None  # the last event is not held while the model runs
                     if core.worker_done or core.stopping or core.pull is None:
                         break
                     pull.step(core)  # type: ignore[union-attr]

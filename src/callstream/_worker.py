@@ -146,6 +146,17 @@ _task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
 )
 
 
+class Pulled(Protocol):
+    """What a `PullWorker` steps: a run that opens its producer's iterator (sync
+    or async) and makes the run's value from the chunks it yielded."""
+
+    def open(self) -> Iterator[Any]: ...
+
+    def aopen(self) -> AsyncIterator[Any]: ...
+
+    def finish(self, chunks: list[Any]) -> Any: ...
+
+
 class PullWorker:
     """A producer the consumer steps itself: no thread, no task, no hand-off.
 
@@ -176,26 +187,19 @@ class PullWorker:
         "_chunks",
         "_close_lock",
         "_core",
-        "_finish",
         "_interrupted",
         "_is_async",
         "_it",
         "_loop",
-        "_open",
+        "_run",
         "_stepping",
         "_task",
         "_timer",
     )
 
-    def __init__(
-        self,
-        open: Callable[[], Iterator[Any] | AsyncIterator[Any]],
-        finish: Callable[[list[Any]], Any],
-        *,
-        is_async: bool,
-    ) -> None:
-        self._open: Callable[[], Iterator[Any] | AsyncIterator[Any]] | None = open
-        self._finish: Callable[[list[Any]], Any] | None = finish
+    def __init__(self, run: Pulled, *, is_async: bool) -> None:
+        # the run itself, not its bound methods: one object fewer per stream
+        self._run: Pulled | None = run
         self._is_async = is_async
         self._it: Any = None
         self._chunks: list[Any] = []
@@ -214,10 +218,9 @@ class PullWorker:
         self._core = core
         if self._is_async:
             self._loop = asyncio.get_running_loop()
-        open_ = self._open
-        assert open_ is not None
-        self._open = None
-        self._it = open_()  # a generator: nothing runs before the first step
+        run = self._run
+        assert run is not None
+        self._it = run.aopen() if self._is_async else run.open()  # nothing runs before the first step
 
     def cancel(self) -> None:
         if self._it is None:
@@ -309,8 +312,9 @@ class PullWorker:
     def detach(self, core: _Core[Any]) -> Worker:
         """Hand the rest of the iterator to a worker of its own (a task on this
         loop, or a thread), started now, and return it; this worker is done."""
-        it, chunks, finish = self._it, self._chunks, self._finish
-        assert finish is not None
+        it, chunks, run = self._it, self._chunks, self._run
+        assert run is not None
+        finish = run.finish
         self._release()
         worker: Worker
         if self._is_async:
@@ -337,12 +341,12 @@ class PullWorker:
     # -- internals -------------------------------------------------------------------
 
     def _end(self, core: _Core[Any], exc: BaseException | None) -> None:
-        finish, chunks = self._finish, self._chunks
+        run, chunks = self._run, self._chunks
         self._release()
         value = None
-        if exc is None and finish is not None:
+        if exc is None and run is not None:
             try:
-                value = finish(chunks)
+                value = run.finish(chunks)
             except BaseException as error:
                 exc = error
         core.record(exc, value)
@@ -353,7 +357,7 @@ class PullWorker:
         this worker, so a stream that ended is then freed by reference counting."""
         self._it = None
         self._chunks = []
-        self._finish = None
+        self._run = None
         self._core = None
 
     def _close_sync(self) -> None:

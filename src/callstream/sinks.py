@@ -26,7 +26,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Final, Literal, Protocol, final, get_args, runtime_checkable
 
 from .errors import Cancelled, StreamOverflow
@@ -116,16 +115,6 @@ class Sink(Protocol):
 def _is_token(item: object) -> bool:
     """`BoundedSink`'s default `droppable`: the token items (`callstream.events.token_text`)."""
     return token_text(item) is not None
-
-
-def _late_put(buf: deque[Any], item: Any) -> None:
-    """A finished sink's `put` (see `DequeSink._release_put`)."""
-    buf.append(item)
-
-
-def _closed_put(item: Any) -> None:
-    """A closed sink's `put` (see `DequeSink._release_put`)."""
-    raise Cancelled
 
 
 def _fire(fn: Callable[[], None] | None) -> None:
@@ -262,11 +251,11 @@ class DequeSink:
         "_cond",
         "_finished",
         "_flag",
+        "_gil",
         "_lock",
         "_peak",
         "_waiting",
         "_wakeup",
-        "put",
     )
 
     def __init__(self) -> None:
@@ -283,20 +272,19 @@ class DequeSink:
         # waits, a wakeup is armed, or the sink is closed.
         self._flag = False
         self._peak = 0
-        self.put = self._make_put()
+        self._gil = GIL
 
-    def _make_put(self) -> Callable[[Any], None]:
-        if not GIL:
-            return self._locked_put
-
-        # A closure with its collaborators bound as defaults: the hot path is
-        # one C append and one attribute read.
-        def put(item: Any, append: Callable[[Any], None] = self._buf.append, sink: DequeSink = self) -> None:
-            append(item)
-            if sink._flag:
-                sink._after_put()
-
-        return put
+    def put(self, item: Any) -> None:
+        # A method, not a closure over the sink: nothing per sink but the sink
+        # (a closure, its defaults and a bound append were three objects more,
+        # and a cycle). After `finish()` a put still appends; after `close()` it
+        # raises `Cancelled` (the flag is set, `_after_put` clears).
+        if self._gil:
+            self._buf.append(item)
+            if self._flag:
+                self._after_put()
+        else:
+            self._locked_put(item)
 
     def _locked_put(self, item: Any) -> None:
         """`put` without the GIL: the append and the flag check under the lock."""
@@ -330,17 +318,7 @@ class DequeSink:
 
     def finish(self) -> None:
         self._finished = True
-        self._release_put(closed=False)
         self._notify()
-
-    def _release_put(self, *, closed: bool) -> None:
-        # `put` closes over the sink: once the producer is done, or the sink closed,
-        # the sink lets go of it, so that it is freed by reference counting rather
-        # than left in a cycle for the garbage collector (at thousands of streams a
-        # real cost). What a producer already holds keeps working; a `put` looked
-        # up from now on still appends (finished) or raises `Cancelled` (closed).
-        if (GIL and not self._closed) or closed:
-            self.put = _closed_put if closed else partial(_late_put, self._buf)
 
     def take(self, timeout: float | None) -> deque[Any]:
         buf = self._buf
@@ -374,7 +352,6 @@ class DequeSink:
         self._closed = True
         self._flag = True
         self._buf.clear()
-        self._release_put(closed=True)
         self._notify()
 
     def statistics(self) -> SinkStatistics:
