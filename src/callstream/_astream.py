@@ -220,6 +220,7 @@ class AsyncStream(_BaseStream[T]):
                 # `_texts` inlined over the sink's own buffer, stepping the model when
                 # it is empty: the twin of `Stream._tokens`'s, but for the await
                 buf, parts, pull = self._pulled_buffer(), self._parts, core.pull
+                assert pull is not None
                 while True:
                     while buf:
                         item = buf.popleft()
@@ -230,7 +231,15 @@ class AsyncStream(_BaseStream[T]):
                     item = None  # the last event is not held while the model runs
                     if core.worker_done or core.stopping or core.pull is None:
                         break
-                    await pull.astep(core, None)  # type: ignore[union-attr]
+                    # `PullWorker.astep`, inlined: no coroutine per token
+                    step = pull.begin(core, None)
+                    if step is not None:
+                        try:
+                            await step
+                        except BaseException as exc:
+                            pull.failed(core, exc)
+                        else:
+                            pull.stepped(core)
             while True:
                 try:
                     batch = await self._next_batch()

@@ -63,6 +63,8 @@ class Filter(NamedTuple):
 
 
 class _Run(NamedTuple):
+    #: always "token": a token Event's first six fields are its run's first six (`run[:6]`)
+    kind: str
     name: str
     id: str
     parents: tuple[str, ...]
@@ -70,10 +72,8 @@ class _Run(NamedTuple):
     metadata: Mapping[str, Any]
     run_type: str
     visible: bool
-    #: False for runs tagged "nostream" (LangGraph's convention): no token events
+    #: its tokens are shown: visible, and not tagged "nostream" (LangGraph's convention)
     tokens: bool = True
-    #: a token Event's first fields, kind to metadata; () when its tokens are not shown
-    head: tuple[Any, ...] = ()
 
 
 def _name(name: str | None, serialized: Mapping[str, Any] | None, default: str) -> str:
@@ -196,9 +196,8 @@ class CallbackHandler(BaseCallbackHandler):
         tags_ = tuple(tags or ())
         visible = self._filter is None or self._filter.admits(name, run_type, tags_)
         metadata_ = MappingProxyType(metadata or {})
-        ident, tokens = str(run_id), "nostream" not in tags_
-        head = ("token", name, ident, parents, tags_, metadata_) if visible and tokens else ()
-        run = _Run(name, ident, parents, tags_, metadata_, run_type, visible, tokens, head)
+        tokens = visible and "nostream" not in tags_
+        run = _Run("token", name, str(run_id), parents, tags_, metadata_, run_type, visible, tokens)
         self._runs[run_id] = run
         if visible:
             self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
@@ -243,7 +242,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _event(self, kind: EventKind, run_id: UUID, data: Mapping[str, Any], name: str | None = None) -> None:
         run = self._runs.get(run_id)
         if run is None:
-            run = _Run(name or "", str(run_id), (), (), _EMPTY, "", True)
+            run = _Run("token", name or "", str(run_id), (), (), _EMPTY, "", True)
         if run.visible:
             self._emit_event(Event(kind, name or run.name, run.id, run.parents, run.tags, run.metadata, data, ""))
 
@@ -293,13 +292,13 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         # Per token, so: the last run looked up is kept (LangChain passes the same
         # UUID object for each token of a run), and the Event is built as the tuple
-        # it is, from the run's own first fields.
+        # it is, from the run's own first six fields.
         if run_id is self._last_id:
             run = self._last_run
         else:
             run = self._runs.get(run_id)
             self._last_id, self._last_run = run_id, run
-        if run is None or not run.head:
+        if run is None or not run.tokens:
             if token:  # counted, not shown: the text of a filtered or "nostream" run
                 self.stats.on_token()
             return
@@ -316,7 +315,7 @@ class CallbackHandler(BaseCallbackHandler):
         if text:  # an empty closing chunk or a tool-call chunk is not a token of text
             self.stats.on_token()
         tail = ({"chunk": piece}, text, piece, run.run_type, "")
-        self._emit_token(_new_event(Event, run.head + tail))  # one concatenation: no list built
+        self._emit_token(_new_event(Event, run[:6] + tail))  # no list built, no tuple kept per run
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)
@@ -482,7 +481,7 @@ class CallbackHandler(BaseCallbackHandler):
             return
         data = _langgraph.interrupt_data(interrupts, self._raised_in, getattr(event, "checkpoint_id", None))
         if run is None:
-            run = _Run("", str(run_id or ""), (), (), _EMPTY, "chain", True)
+            run = _Run("token", "", str(run_id or ""), (), (), _EMPTY, "chain", True)
         self._emit_event(
             Event("interrupt", run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, "chain")
         )

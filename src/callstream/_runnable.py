@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from langchain_core.language_models import BaseLanguageModel
+from langchain_core.language_models import BaseChatModel, BaseLLM
 from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 
@@ -121,11 +121,12 @@ def _make_core(
 
 
 def _is_model(runnable: Runnable[Any, Any]) -> bool:
-    """A language model, bare or bound (`bind_tools`, `with_config`): its
-    `stream()` yields a chunk after each token callback, so it can be pulled."""
+    """A chat model or LLM, bare or bound (`bind_tools`, `with_config`): its
+    `stream()` yields a chunk after each token callback, so it can be pulled,
+    and its end callback carries its output, so the chunks need not be kept."""
     while isinstance(runnable, RunnableBinding):
         runnable = runnable.bound
-    return isinstance(runnable, BaseLanguageModel)
+    return isinstance(runnable, (BaseChatModel, BaseLLM))
 
 
 class _Run:
@@ -160,7 +161,7 @@ class _Run:
         assert self.core is not None and self.handler is not None, "attach() first"
         return self.core, self.handler, _with_handler(self.config, self.handler, graphs=not self.model)
 
-    # Pulled by the consumer (a model): the chunks, then the output from them.
+    # Pulled by the consumer (a model): its chunks, then its output (its end callback's).
 
     def open(self) -> Iterator[Any]:
         _, _, run_config = self._attached()
@@ -170,10 +171,10 @@ class _Run:
         _, _, run_config = self._attached()
         return self.runnable.astream(self.input, run_config)
 
-    def finish(self, chunks: list[Any]) -> Any:
-        core, handler, _ = self.core, self.handler, None
+    def finish(self) -> Any:
+        core, handler = self.core, self.handler
         assert core is not None and handler is not None
-        output = _output(handler, chunks)
+        output = _output(handler, [])  # the end callback's output (see `_is_model`)
         core.interrupted = handler.interrupted
         return output
 

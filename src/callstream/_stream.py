@@ -197,6 +197,7 @@ class Stream(_BaseStream[T]):
                 # `_texts` inlined over the sink's own buffer, stepping the model when
                 # it is empty: the twin of `AsyncStream._tokens`'s, but for the await
                 buf, parts, pull = self._pulled_buffer(), self._parts, core.pull
+                assert pull is not None
                 while True:
                     while buf:
                         item = buf.popleft()
@@ -207,7 +208,7 @@ class Stream(_BaseStream[T]):
                     item = None  # the last event is not held while the model runs
                     if core.worker_done or core.stopping or core.pull is None:
                         break
-                    pull.step(core)  # type: ignore[union-attr]
+                    pull.step(core)
             while True:
                 try:
                     batch = self._next_batch()

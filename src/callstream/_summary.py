@@ -91,7 +91,8 @@ class StreamStats:
     last_token: float | None = None
     longest_gap: float = 0.0
     usage: dict[str, int] | None = None
-    tool_calls: dict[str, ToolCall] = field(default_factory=dict)
+    #: None until the first tool call (most streams have none: one object fewer each)
+    tool_calls: dict[str, ToolCall] | None = None
     #: shared by every stream: tool calls and usage change a few times per run
     lock: threading.Lock = field(default=_STATS_LOCK, repr=False)
 
@@ -117,14 +118,16 @@ class StreamStats:
 
     def on_tool_start(self, run_id: str, name: str, args: Any) -> None:
         with self.lock:
+            if self.tool_calls is None:
+                self.tool_calls = {}
             self.tool_calls[run_id] = ToolCall(name, args, run_id=run_id)
 
     def on_tool_end(self, run_id: str, result: Any = None, error: BaseException | None = None) -> None:
         with self.lock:
-            call = self.tool_calls.get(run_id)
-            if call is not None:
+            calls = self.tool_calls
+            if calls is not None and (call := calls.get(run_id)) is not None:
                 err = f"{type(error).__name__}: {error}" if error is not None else None
-                self.tool_calls[run_id] = ToolCall(call.name, call.args, result, err, run_id)
+                calls[run_id] = ToolCall(call.name, call.args, result, err, run_id)
 
     def summary(
         self, status: str, text: str, peak: int, error: BaseException | None, ended: float | None, tokens: int
@@ -134,7 +137,7 @@ class StreamStats:
         if first is not None and last is not None and last > first:
             rate = (self.tokens - 1) / (last - first)
         with self.lock:
-            calls = tuple(self.tool_calls.values())
+            calls = tuple(self.tool_calls.values()) if self.tool_calls else ()
             usage = dict(self.usage) if self.usage else None
         return Summary(
             status=status,

@@ -148,13 +148,14 @@ _task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
 
 class Pulled(Protocol):
     """What a `PullWorker` steps: a run that opens its producer's iterator (sync
-    or async) and makes the run's value from the chunks it yielded."""
+    or async) and makes the run's value once it ended (from what its callbacks
+    reported: the chunks are not kept)."""
 
     def open(self) -> Iterator[Any]: ...
 
     def aopen(self) -> AsyncIterator[Any]: ...
 
-    def finish(self, chunks: list[Any]) -> Any: ...
+    def finish(self) -> Any: ...
 
 
 class PullWorker:
@@ -184,7 +185,6 @@ class PullWorker:
     """
 
     __slots__ = (
-        "_chunks",
         "_close_lock",
         "_core",
         "_interrupted",
@@ -202,7 +202,6 @@ class PullWorker:
         self._run: Pulled | None = run
         self._is_async = is_async
         self._it: Any = None
-        self._chunks: list[Any] = []
         self._core: _Core[Any] | None = None
         self._stepping = False
         # a sync step and a close from another thread meet under it (an async one needs none)
@@ -249,7 +248,7 @@ class PullWorker:
                 self._close_sync()
                 return
             try:
-                self._chunks.append(next(it))
+                next(it)
             except StopIteration:
                 self._end(core, None)
             except BaseException as exc:
@@ -259,30 +258,48 @@ class PullWorker:
 
     async def astep(self, core: _Core[Any], wait: float | None) -> None:
         """Advance the producer one chunk, in the consumer's task; `wait`: the
-        seconds until the nearest deadline (None: none)."""
+        seconds until the nearest deadline (None: none). A face's per-token loop
+        inlines this (`begin`, await, `stepped` or `failed`): no coroutine per token."""
+        step = self.begin(core, wait)
+        if step is not None:
+            try:
+                await step
+            except BaseException as exc:
+                self.failed(core, exc)
+            else:
+                self.stepped(core)
+
+    def begin(self, core: _Core[Any], wait: float | None) -> Awaitable[Any] | None:
+        """Start an async step: the producer's next chunk, for the consumer's task
+        to await, then to report with `stepped` or `failed`; None: nothing to
+        step (the run ended, or is stopping: then it is closed)."""
         it = self._it
         if it is None or core.stopping:
             if it is not None:
                 self._cancel_on_loop()
-            return
+            return None
         # The task to interrupt (a deadline, a close from elsewhere): this step's.
-        task = self._task = _task_of(self._loop)  # type: ignore[arg-type]
-        assert task is not None
+        self._task = _task_of(self._loop)  # type: ignore[arg-type]
         if wait is not None:
             self._timer = self._loop.call_later(wait, self._deadline)  # type: ignore[union-attr]
         self._stepping = True
-        try:
-            chunk = await it.__anext__()
-        except BaseException as exc:
-            self._stepped(task, cancelled=isinstance(exc, asyncio.CancelledError))
-            self._astep_failed(core, task, exc)
-        else:
-            self._stepping = False
-            if self._interrupted or self._timer is not None:
-                self._stepped(task, cancelled=False)
-            self._chunks.append(chunk)
+        return it.__anext__()  # type: ignore[no-any-return]
+
+    def stepped(self, core: _Core[Any]) -> None:
+        """The step `begin` started yielded a chunk."""
+        self._stepping = False
+        if self._interrupted or self._timer is not None:
+            self._stepped(self._task, cancelled=False)  # type: ignore[arg-type]
         if core.stopping and self._it is not None:
             self._cancel_on_loop()
+
+    def failed(self, core: _Core[Any], exc: BaseException) -> None:
+        """The step `begin` started raised `exc`: the run's end, its error, or a
+        cancellation (ours is taken back; the consumer's own is raised again)."""
+        task = self._task
+        assert task is not None
+        self._stepped(task, cancelled=isinstance(exc, asyncio.CancelledError))
+        self._astep_failed(core, task, exc)
 
     def _stepped(self, task: asyncio.Task[Any], *, cancelled: bool) -> None:
         """After a step: no timer, and our interruption taken back if the producer
@@ -312,7 +329,7 @@ class PullWorker:
     def detach(self, core: _Core[Any]) -> Worker:
         """Hand the rest of the iterator to a worker of its own (a task on this
         loop, or a thread), started now, and return it; this worker is done."""
-        it, chunks, run = self._it, self._chunks, self._run
+        it, run = self._it, self._run
         assert run is not None
         finish = run.finish
         self._release()
@@ -320,17 +337,17 @@ class PullWorker:
         if self._is_async:
 
             async def adrain(emit: Emit) -> Any:
-                async for chunk in it:
-                    chunks.append(chunk)
-                return finish(chunks)
+                async for _ in it:
+                    pass
+                return finish()
 
             worker = TaskWorker(adrain)
         else:
 
             def drain(emit: Emit) -> Any:
-                for chunk in it:
-                    chunks.append(chunk)
-                return finish(chunks)
+                for _ in it:
+                    pass
+                return finish()
 
             worker = ThreadWorker(drain)
         core.worker = worker
@@ -341,22 +358,21 @@ class PullWorker:
     # -- internals -------------------------------------------------------------------
 
     def _end(self, core: _Core[Any], exc: BaseException | None) -> None:
-        run, chunks = self._run, self._chunks
+        run = self._run
         self._release()
         value = None
         if exc is None and run is not None:
             try:
-                value = run.finish(chunks)
+                value = run.finish()
             except BaseException as error:
                 exc = error
         core.record(exc, value)
         core.worker_ended()
 
     def _release(self) -> None:
-        """Let go of the iterator, the chunks, the run and the core: the core holds
+        """Let go of the iterator, the run and the core: the core holds
         this worker, so a stream that ended is then freed by reference counting."""
         self._it = None
-        self._chunks = []
         self._run = None
         self._core = None
 
