@@ -119,6 +119,22 @@ _new_event = tuple.__new__
 _NONE_RAISED: dict[str, Mapping[str, Any]] = {}
 
 
+class _Out(Protocol):
+    """Where the handler puts events: a sink, or a `Put` (an emit function with
+    time limits)."""
+
+    def put(self, item: Any) -> None: ...
+
+
+class Put:
+    """An emit function as an `_Out`."""
+
+    __slots__ = ("put",)
+
+    def __init__(self, put: Emit) -> None:
+        self.put = put
+
+
 class _Stops(Protocol):
     """What the handler asks of its stream: whether it is stopping (the core;
     an attribute, not a closure: one object fewer per stream)."""
@@ -141,15 +157,17 @@ class CallbackHandler(BaseCallbackHandler):
 
     def __init__(
         self,
-        emit_token: Emit,
-        emit_event: Emit,
+        tokens: _Out,
+        events: _Out,
         filter: Filter | None,
         stream: _Stops,
         stats: StreamStats | None = None,
     ) -> None:
         self.stats = stats if stats is not None else StreamStats()
-        self._emit_token = emit_token
-        self._emit_event = emit_event
+        # where token events and the others go (`.put`): the sink itself when the
+        # stream has no time limits (no bound method kept per stream)
+        self._tokens = tokens
+        self._events = events
         self._filter = filter
         self._stream = stream
         self._runs: dict[UUID, _Run] = {}
@@ -200,7 +218,7 @@ class CallbackHandler(BaseCallbackHandler):
         run = _Run("token", name, str(run_id), parents, tags_, metadata_, run_type, visible, tokens)
         self._runs[run_id] = run
         if visible:
-            self._emit_event(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
+            self._events.put(Event(kind, run.name, run.id, parents, tags_, run.metadata, data, "", None, run_type))
 
     def _error(self, kind: EventKind, run_id: UUID, error: BaseException) -> None:
         """An error callback; LangGraph's control flow is not an error.
@@ -235,7 +253,7 @@ class CallbackHandler(BaseCallbackHandler):
             self.root_output, self.has_root_output = output, True
         if run is None or not run.visible or self._stream.stopping:
             return  # after a cancel, end/error callbacks are not reported
-        self._emit_event(
+        self._events.put(
             Event(kind, run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, run.run_type)
         )
 
@@ -244,7 +262,7 @@ class CallbackHandler(BaseCallbackHandler):
         if run is None:
             run = _Run("token", name or "", str(run_id), (), (), _EMPTY, "", True)
         if run.visible:
-            self._emit_event(Event(kind, name or run.name, run.id, run.parents, run.tags, run.metadata, data, ""))
+            self._events.put(Event(kind, name or run.name, run.id, run.parents, run.tags, run.metadata, data, ""))
 
     # -- models ------------------------------------------------------------------
 
@@ -315,7 +333,7 @@ class CallbackHandler(BaseCallbackHandler):
         if text:  # an empty closing chunk or a tool-call chunk is not a token of text
             self.stats.on_token()
         tail = ({"chunk": piece}, text, piece, run.run_type, "")
-        self._emit_token(_new_event(Event, run[:6] + tail))  # no list built, no tuple kept per run
+        self._tokens.put(_new_event(Event, run[:6] + tail))  # no list built, no tuple kept per run
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)
@@ -337,7 +355,7 @@ class CallbackHandler(BaseCallbackHandler):
             # showed it can take it back.
             text = _content_text(output.content)
             if text:
-                self._emit_event(
+                self._events.put(
                     Event(
                         "preamble",
                         run.name,
@@ -458,7 +476,7 @@ class CallbackHandler(BaseCallbackHandler):
         parents = run.parents if run is not None else ()
         if run is not None and not run.visible:
             return
-        self._emit_event(
+        self._events.put(
             Event("custom", name, str(run_id), parents, tuple(tags or ()), MappingProxyType(metadata or {}), data)
         )
 
@@ -482,7 +500,7 @@ class CallbackHandler(BaseCallbackHandler):
         data = _langgraph.interrupt_data(interrupts, self._raised_in, getattr(event, "checkpoint_id", None))
         if run is None:
             run = _Run("token", "", str(run_id or ""), (), (), _EMPTY, "chain", True)
-        self._emit_event(
+        self._events.put(
             Event("interrupt", run.name, run.id, run.parents, run.tags, run.metadata, data, "", None, "chain")
         )
 
@@ -505,9 +523,9 @@ class CallbackHandler(BaseCallbackHandler):
         if run is None and self._root is not None:
             run = self._runs.get(self._root)
         if run is None:
-            self._emit_event(Event("custom", "", "", (), (), _EMPTY, chunk))
+            self._events.put(Event("custom", "", "", (), (), _EMPTY, chunk))
         elif run.visible:
-            self._emit_event(Event("custom", run.name, run.id, run.parents, run.tags, run.metadata, chunk))
+            self._events.put(Event("custom", run.name, run.id, run.parents, run.tags, run.metadata, chunk))
 
 
 _graph_handler: type[CallbackHandler] | None = None

@@ -12,7 +12,7 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from . import _langgraph
 from ._astream import AsyncStream
 from ._core import Timeouts, _Core
-from ._handler import CallbackHandler, Filter, handler_type
+from ._handler import CallbackHandler, Filter, Put, handler_type
 from ._stream import Stream
 from ._worker import PullWorker
 from .events import Event
@@ -152,10 +152,12 @@ class _Run:
     def attach(self, core: _Core[Any], filter_: Filter | None) -> None:
         """Give the run its core, and a callback handler that emits into it."""
         self.core = core
-        emit_token = core.make_emit(token=True)
-        # without time limits both are the sink's own put: one bound method for both
-        emit_event = emit_token if core.timeouts is None else core.make_emit(token=False)
-        self.handler = handler_type()(emit_token, emit_event, filter_, core, core.stats)
+        if core.timeouts is None:  # the sink's own put for every event: nothing more per stream
+            tokens: Sink | Put = core.sink
+            events: Sink | Put = core.sink
+        else:  # the deadlines checked before each item (see `_Core.make_emit`)
+            tokens, events = Put(core.make_emit(token=True)), Put(core.make_emit(token=False))
+        self.handler = handler_type()(tokens, events, filter_, core, core.stats)
 
     def _attached(self) -> tuple[_Core[Any], CallbackHandler, RunnableConfig]:
         assert self.core is not None and self.handler is not None, "attach() first"

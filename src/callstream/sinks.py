@@ -227,6 +227,10 @@ class QueueSink:
 GIL: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
+#: makes each DequeSink's lock once (`DequeSink._locked`)
+_MAKING = threading.Lock()
+
+
 @final
 class DequeSink:
     """An unbounded `collections.deque` with a `threading.Condition`.
@@ -260,8 +264,11 @@ class DequeSink:
 
     def __init__(self) -> None:
         self._buf: deque[Any] = deque()
-        self._lock = threading.Lock()
-        # Made by the first consumer that blocks (a thread's `take`), over `_lock`:
+        # Made when first needed (`_locked`), not with the sink: a consumer that steps
+        # its producer itself (a pulled model) needs it only at the end, and at a
+        # thousand live streams each object alive costs the cycle collector.
+        self._lock: threading.Lock | None = None
+        # Made by the first consumer that blocks (a thread's `take`), over the lock:
         # a consumer on an event loop, or stepping its producer itself, never needs one.
         self._cond: threading.Condition | None = None
         self._closed = False
@@ -288,7 +295,7 @@ class DequeSink:
 
     def _locked_put(self, item: Any) -> None:
         """`put` without the GIL: the append and the flag check under the lock."""
-        with self._lock:
+        with self._locked():
             if self._closed:
                 raise Cancelled
             self._buf.append(item)
@@ -300,6 +307,16 @@ class DequeSink:
                 self._cond.notify_all()
         _fire(fn)
 
+    def _locked(self) -> threading.Lock:
+        """The sink's lock, made once (under a lock of the module's)."""
+        lock = self._lock
+        if lock is None:
+            with _MAKING:
+                lock = self._lock
+                if lock is None:
+                    lock = self._lock = threading.Lock()
+        return lock
+
     def _after_put(self) -> None:
         if self._closed:
             # close() sets the flag before clearing, so either it cleared our
@@ -309,7 +326,7 @@ class DequeSink:
         self._notify()
 
     def _notify(self) -> None:
-        with self._lock:
+        with self._locked():
             fn, self._wakeup = self._wakeup, None
             self._flag = self._closed or self._waiting > 0
             if self._cond is not None:
@@ -323,13 +340,13 @@ class DequeSink:
     def take(self, timeout: float | None) -> deque[Any]:
         buf = self._buf
         if not buf and timeout != 0 and not (self._finished or self._closed):
-            with self._lock:
+            with self._locked():
                 self._waiting += 1
                 self._flag = True
                 try:
                     if not buf and not (self._finished or self._closed):
                         if self._cond is None:
-                            self._cond = threading.Condition(self._lock)
+                            self._cond = threading.Condition(self._locked())
                         self._cond.wait(timeout)
                 finally:
                     self._waiting -= 1
@@ -342,7 +359,7 @@ class DequeSink:
         return buf
 
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
-        with self._lock:
+        with self._locked():
             self._wakeup = fn
             self._flag = self._closed or fn is not None or self._waiting > 0
 
@@ -355,7 +372,7 @@ class DequeSink:
         self._notify()
 
     def statistics(self) -> SinkStatistics:
-        with self._lock:
+        with self._locked():
             waiting = self._waiting
         buffered = len(self._buf)
         return SinkStatistics(
