@@ -152,7 +152,14 @@ class AsyncStream(_BaseStream[T]):
                 batch = sink.take(0)
                 if batch:
                     return batch
-                await pull.astep(core, None)
+                step = pull.begin(core, None)  # `pull.astep`, inlined: no coroutine per step
+                if step is not None:
+                    try:
+                        await step
+                    except BaseException as exc:
+                        pull.failed(core, exc)
+                    else:
+                        pull.stepped(core)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] | None = None
         idle_at = None if idle is None else loop.time() + idle
