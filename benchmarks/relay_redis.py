@@ -161,6 +161,28 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float, arriva
 # -- across processes: a web process and worker processes --------------------------------------
 
 
+class Stalls:
+    """How late a 5 ms timer of this process's loop fires: the loop's own stalls (a busy loop, or a
+    process waiting for a core), told apart from the waits of the relay's round trips."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.late.append(time.perf_counter() - start - 0.005)
+
+    def figures(self) -> dict[str, float]:
+        self.task.cancel()
+        return {
+            "loop_late_p99_ms": round(percentile(self.late, 0.99) * 1000, 1),
+            "loop_late_max_ms": round(max(self.late, default=0.0) * 1000, 1),
+        }
+
+
 def relay_of(args: argparse.Namespace) -> Any:
     from callstream.redis import RedisRelay
 
@@ -183,6 +205,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     while not await control.blpop([GO + ":web"], timeout=1):
         pass
     trips = RoundTrips()
+    stalls = Stalls()
     lags: list[float] = []
     counts: list[int] = []
     errors: list[str] = []
@@ -209,6 +232,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one() for _ in range(args.runs)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    late = stalls.figures()
     round_trips = trips.count - handed
     await control.rpush(JOBS, *(["stop"] * args.workers))
     await control.aclose()
@@ -227,6 +251,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu,
         "wall_s": wall,
         "round_trips": round_trips,
+        **late,
         "runs_failed": len(errors),
         "failures": sorted(set(errors)),
     }
@@ -240,6 +265,7 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
     while not await control.blpop([GO + ":worker"], timeout=1):
         pass
     trips = RoundTrips()
+    stalls = Stalls()
     taken = 0
     tasks: set[asyncio.Task[Any]] = set()
     errors: list[str] = []
@@ -269,10 +295,11 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    late = stalls.figures()
     round_trips = trips.count - taken
     await control.aclose()
     await relay.aclose()
-    return {"runs": len(done), "cpu_s": cpu, "wall_s": wall, "round_trips": round_trips, "errors": errors}
+    return {"runs": len(done), "cpu_s": cpu, "wall_s": wall, "round_trips": round_trips, "errors": errors, **late}
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -299,7 +326,23 @@ def commandstats(client: Any) -> int:
 def profiled(name: str) -> list[str]:
     """`BENCH_PROFILE=dir`: each process under cProfile, its statistics in `dir/<name>.prof`."""
     where = os.environ.get("BENCH_PROFILE")
-    return ["-m", "cProfile", "-o", str(Path(where) / f"{name}.prof")] if where else []
+    return ["--profile", str(Path(where) / f"{name}.prof")] if where else []
+
+
+def run_role(args: argparse.Namespace) -> dict[str, Any]:
+    """A web or worker process's part; under cProfile with `--profile`, timed in CPU time (the
+    wall time would count the moments the process waits for a core, as `send` waking Redis)."""
+    role = web_role if args.role == "web" else worker_role
+    if not args.profile:
+        return asyncio.run(role(args))
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    try:
+        got: dict[str, Any] = profile.runcall(asyncio.run, role(args))
+        return got
+    finally:
+        profile.dump_stats(args.profile)
 
 
 def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival: str) -> dict[str, Any]:
@@ -314,13 +357,8 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival:
     procs = {
         name: subprocess.Popen(
             [
-                sys.executable,
+                *(sys.executable, "-m", "benchmarks.relay_redis", "--role", name.split("-")[0], *common),
                 *profiled(f"{name}-{arrival if gap else 'unpaced'}"),
-                "-m",
-                "benchmarks.relay_redis",
-                "--role",
-                name.split("-")[0],
-                *common,
             ],
             stdout=subprocess.PIPE,
             env=env,
@@ -390,6 +428,11 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival:
         "memory_base": base_memory,
         "memory_peak_mb": round((max(peak) - base_memory) / 2**20, 1),
         "runs_per_worker": [w["runs"] for w in workers],
+        # how late a 5 ms timer fired on each process's loop (p99, max): the loops' own stalls
+        "loop_late_ms": {
+            name: [got["loop_late_p99_ms"], got["loop_late_max_ms"]]
+            for name, got in (("web", web), *((f"worker-{i}", w) for i, w in enumerate(workers)))
+        },
         "runs_failed": web["runs_failed"],
         "failures": sorted(set(web["failures"]) | {e for w in workers for e in w["errors"]}),
     }
@@ -517,7 +560,8 @@ def report(out: dict[str, Any]) -> str:
         notes.append(
             f"- {arrival}: lag p99 (ms) of each second (the runs' set-up all at once, then the steady state): "
             f"{r['lag_p99_ms_by_second']}; {r['commands_per_event']} commands executed per event (inside scripts "
-            f"included); Redis memory at the peak {r['memory_peak_mb']} MB; runs per worker {r['runs_per_worker']}"
+            f"included); Redis memory at the peak {r['memory_peak_mb']} MB; runs per worker {r['runs_per_worker']}; "
+            f"how late a 5 ms timer fired on each loop, ms (p99, max): {r['loop_late_ms']}"
         )
     a = out["across"].get("spread")
     if a is not None:
@@ -599,10 +643,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--role", choices=("web", "worker"), help=argparse.SUPPRESS)
     parser.add_argument("--arrival", choices=ARRIVALS, default="spread", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role:
-        got = asyncio.run(web_role(args) if args.role == "web" else worker_role(args))
-        print(json.dumps(got))
+        print(json.dumps(run_role(args)))
         return
     if args.only and not set(args.only.split(",")) <= set(PARTS):
         parser.error(f"--only takes parts of {','.join(PARTS)}")

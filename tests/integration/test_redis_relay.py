@@ -326,18 +326,20 @@ def test_every_key_is_under_the_prefix_and_has_a_ttl(relay: RedisRelay, raw: Any
         wait_until(lambda: relay.status(failed) == "error", what="the failing run")
         keys = _keys_and_ttls(raw, prefix)
         # queued: queue_timeout + ttl; running: ttl + lease after the last renewal; ended: ttl
-        assert len(keys) == 3 + 4 + 2 + 1, keys  # (hash) x 3, running (hash, stream, lease, cancel list)...
+        # (hash) x 3, running (hash, stream, lease, cancel list), failed (hash, stream), runs, changes
+        assert len(keys) == 3 + 4 + 2 + 1 + 1, keys
         assert all(0 < ttl <= (300 + 3600) * 1000 for ttl in keys.values()), keys  # none left forever
         assert f"{prefix}:runs" in keys and f"{prefix}:{{{running}}}:lease" in keys
+        assert 0 < keys[f"{prefix}:changes"] <= 60_000  # a minute after the last write to a stream
         assert 0 < keys[f"{prefix}:{{{running}}}:lease"] <= 1400  # 0.7 lease (2 s), renewed every lease / 5
     finally:
         producer.release.set()
     wait_until(lambda: relay.status(running) == "completed", what="the run to end")
     keys = _keys_and_ttls(raw, prefix)
-    ended = {k: ttl for k, ttl in keys.items() if queued not in k and not k.endswith(":runs")}
+    ended = {k: ttl for k, ttl in keys.items() if queued not in k and not k.endswith((":runs", ":changes"))}
     assert ended and all(0 < ttl <= 3600 * 1000 for ttl in ended.values()), keys  # ttl once ended
     assert not any(k.endswith(":lease") for k in keys)  # released at the end
-    assert set(keys) <= {f"{prefix}:runs"} | {
+    assert set(keys) <= {f"{prefix}:runs", f"{prefix}:changes"} | {
         f"{prefix}:{{{k}}}:{part}" for k in (queued, cancelled, running, failed) for part in ("run", "events", "cancel")
     }
 
