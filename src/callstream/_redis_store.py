@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import secrets
 import threading
 import weakref
@@ -420,6 +421,45 @@ def _packer() -> Callable[[list[tuple[Any, ...]] | list[list[Any]]], bytes]:
 _pack: Final = _packer()
 
 
+async def _send(connection: Any, data: bytes) -> None:
+    """`connection.send_packed_command(data)`, without its `asyncio.wait_for` per write (a task
+    each on Python 3.11) when the connection is up: the bytes go to the socket at once, and only
+    a write the socket could not take is waited for (within the connection's socket timeout)."""
+    writer = getattr(connection, "_writer", None)
+    if writer is None or not connection.is_connected:  # (re)connects, as redis-py does
+        await connection.send_packed_command(data)
+        return
+    try:
+        writer.write(data)
+        if writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(connection.socket_timeout or None):
+                await writer.drain()
+    except (OSError, TimeoutError) as exc:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        await connection.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to Redis: {exc!r}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _reading(connection: Any) -> AsyncIterator[None]:
+    """One socket timeout for the replies read in the block (`_read`), not a timer per reply
+    (redis-py's `read_response` sets one each); redis-py's `TimeoutError` when it expires."""
+    try:
+        async with asyncio.timeout(connection.socket_timeout or None):
+            yield
+    except TimeoutError as exc:
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        await connection.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading from Redis") from exc
+
+
+async def _read(connection: Any) -> Any:
+    """One reply, inside `_reading` (`math.inf`: no timer of its own, on redis-py 8.1+)."""
+    return await connection.read_response(timeout=math.inf)
+
+
 async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
     """`ops` pipelined on a connection held by the caller: their replies, a Redis error in place of
     its op's reply. Ops whose script Redis lost (a restart, `SCRIPT FLUSH`) are sent again, alone,
@@ -429,15 +469,16 @@ async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, .
     replies: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
     for attempt in (0, 1):
-        await connection.send_packed_command(_pack([ops[i] for i in todo]))
+        await _send(connection, _pack([ops[i] for i in todo]))
         missing: list[int] = []
-        for i in todo:
-            try:
-                replies[i] = await connection.read_response()
-            except ResponseError as exc:  # read the other replies: the connection stays in step
-                replies[i] = exc
-                if isinstance(exc, NoScriptError):
-                    missing.append(i)
+        async with _reading(connection):
+            for i in todo:
+                try:
+                    replies[i] = await _read(connection)
+                except ResponseError as exc:  # read the other replies: the connection stays in step
+                    replies[i] = exc
+                    if isinstance(exc, NoScriptError):
+                        missing.append(i)
         if not missing or attempt:
             break
         loads = [("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()]
@@ -658,14 +699,15 @@ class _Hub:
                 syncing = self.changes_cursor is None
                 self.reading, self.woken = reading, False
                 self.blocking = not syncing
-                await connection.send_packed_command(_pack(ops))
-                if syncing:
-                    last = await connection.read_response()
-                    self.changes_cursor = _text(last[0][0]) if last else "0-0"
-                if len(ops) == 2:  # the streams' read (between the cursor's and the blocking read)
-                    self.deliver(await connection.read_response(), reading)
-                if not syncing:
-                    self.changed(await connection.read_response())
+                await _send(connection, _pack(ops))
+                async with _reading(connection):
+                    if syncing:
+                        last = await _read(connection)
+                        self.changes_cursor = _text(last[0][0]) if last else "0-0"
+                    if len(ops) == 2:  # the streams' read (between the cursor's and the blocking read)
+                        self.deliver(await _read(connection), reading)
+                    if not syncing:
+                        self.changed(await _read(connection))
                 self.reading, self.blocking = None, False
         except asyncio.CancelledError:
             self.task = None
