@@ -108,6 +108,17 @@ class RoundTrips:
                 return _original(self_, *args, **kw)
 
             cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        # the relay's own hot paths write without send_packed_command (`_send`)
+        import callstream._redis_store as store
+
+        send = store._send
+
+        async def sent(connection: Any, data: bytes) -> None:
+            if connection.is_connected:  # else it calls send_packed_command, counted there
+                self.count += 1
+            await send(connection, data)
+
+        store._send = sent
 
 
 def hiredis() -> bool:

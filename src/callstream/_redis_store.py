@@ -506,7 +506,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class _Follower:
     """One async subscription that the hub reads for: the entries fetched after its position."""
 
-    __slots__ = ("cursor", "entries", "error", "stream", "waiter")
+    __slots__ = ("cursor", "deadline", "entries", "error", "stream", "waiter")
 
     def __init__(self, stream: str, cursor: tuple[int, int]) -> None:
         self.stream = stream
@@ -515,6 +515,8 @@ class _Follower:
         #: fetched and not yet read: `(n, sub, fields)` in order
         self.entries: list[tuple[int, int, Any]] = []
         self.waiter: asyncio.Future[None] | None = None
+        #: while it waits: the loop's time when its wait ends with nothing (`_Hub.sweep`)
+        self.deadline = 0.0
         self.error: BaseException | None = None
 
     def wake(self) -> None:
@@ -561,6 +563,8 @@ class _Hub:
         #: the last entry of the wake stream seen (a wake sent before the `XREAD` arrives counts too)
         self.wake_cursor = "0-0"
         self.chores: set[asyncio.Task[Any]] = set()
+        #: the timer of the next sweep (None: no follower waits)
+        self.sweeper: asyncio.TimerHandle | None = None
 
     def add(self, follower: _Follower) -> None:
         self.followers.setdefault(follower.stream, set()).add(follower)
@@ -585,6 +589,27 @@ class _Hub:
             self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
         elif self.reading is not None and follower.stream in self.dirty and follower not in self.reading:
             self.wake()
+
+    def sweep_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A follower waits: a sweep ends its wait when its deadline passes (one timer for all
+        the waits, not one each: a timer made and cancelled per event costs the loop dearly)."""
+        if self.sweeper is None:
+            self.sweeper = loop.call_later(self.store.read_slice / 4, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the followers whose wait is over; again in a while if others still wait."""
+        self.sweeper = None
+        now = loop.time()
+        waiting = False
+        for group in self.followers.values():
+            for follower in group:
+                if follower.waiter is not None:
+                    if now >= follower.deadline:
+                        follower.wake()
+                    else:
+                        waiting = True
+        if waiting:
+            self.sweep_soon(loop)
 
     def wake(self) -> None:
         """Streams wait to be read: end the blocking read in flight."""
@@ -773,12 +798,12 @@ class _HubReader:
             assert self.hub is not None
             loop = asyncio.get_running_loop()
             follower.waiter = waiter = loop.create_future()
+            follower.deadline = loop.time() + min(wait, store.read_slice)
             self.hub.resume(follower)
-            timer = loop.call_later(min(wait, store.read_slice), _wake, waiter)
+            self.hub.sweep_soon(loop)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 follower.waiter = None
             if follower.error is not None:
                 raise follower.error
