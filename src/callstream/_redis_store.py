@@ -182,15 +182,19 @@ _APPEND = """
 local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'seq')
 if not h[1] then return -1 end
 if h[1] ~= 'running' or h[2] ~= ARGV[1] then return -2 end
-local seq = tonumber(h[3])
-for i = 3, #ARGV do
+local seq = tonumber(h[3]) + 1
+-- the stream exists (its TTL set when it was made, renewed with the run's), or it is made now
+if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', seq .. '-0', 'e', ARGV[3]) then
+  redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[3])
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+end
+for i = 4, #ARGV do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
 end
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2], 'LIMIT', 0)
 redis.call('HSET', KEYS[1], 'seq', seq)
-local left = redis.call('PTTL', KEYS[1])
-if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 notify(KEYS[3], KEYS[2])
 return seq
 """
