@@ -111,14 +111,15 @@ class RoundTrips:
         # the relay's own hot paths write without send_packed_command (`_send`)
         import callstream._redis_store as store
 
-        send = store._send
+        send = getattr(store, "_send", None)
 
         async def sent(connection: Any, data: bytes) -> None:
             if connection.is_connected:  # else it calls send_packed_command, counted there
                 self.count += 1
             await send(connection, data)
 
-        store._send = sent
+        if send is not None:
+            store._send = sent
 
 
 def hiredis() -> bool:
