@@ -111,7 +111,7 @@ class RoundTrips:
         # the relay's own hot paths write without send_packed_command (`_send`)
         import callstream._redis_store as store
 
-        send = getattr(store, "_send", None)
+        send: Any = getattr(store, "_send", None)
 
         async def sent(connection: Any, data: bytes) -> None:
             if connection.is_connected:  # else it calls send_packed_command, counted there
