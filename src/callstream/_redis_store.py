@@ -29,17 +29,19 @@ request (`BLPOP`) in one pipeline per `lease / 5`.
 Async face, per event loop: every call (a run's set-up and end, the appends,
 a subscriber's attach, checks and detach) that comes while one round trip is
 on its way goes with the others in the next one (`_Calls`): a thousand runs
-cost a few round trips per batch, not one each (3.5 per run in all at 1,000
-runs, `benchmarks/relay_redis.py`). A caught-up subscriber waits in the loop's
-hub, which blocks on the changes stream alone and reads only the followed
-streams that changed (`_Hub`; the run's script still inspects it at the first
-read, once a second, and after a read slice with nothing); one watcher renews
-every producer's lease in one pipeline and waits on all their cancel lists
-with one `BLPOP` (`_Watches`). The calls,
-the hub and the watcher each hold one connection, so a loop's thousand runs
-use a few connections, not two thousand. These paths pack their commands with
-hiredis when it is installed (the `redis` extra), as redis-py's async client
-does not.
+cost a few round trips per batch, not one each (`benchmarks/relay_redis.py`);
+under steady traffic a round trip starts at most every `calls_round` (2 ms),
+so a call waits at most that long to go with others. A caught-up subscriber
+waits in the loop's hub, which blocks on the changes stream alone and reads
+only the followed streams that changed, at most every `hub_round` (2 ms)
+(`_Hub`; the run's script still inspects it at the first read, once a second,
+and after a read slice with nothing); one watcher renews every producer's
+lease in one pipeline and waits on all their cancel lists with one `BLPOP`
+(`_Watches`). The calls, the hub and the watcher each hold one connection, so
+a loop's thousand runs use a few connections, not two thousand. These paths
+pack their commands with hiredis when it is installed (the `redis` extra), as
+redis-py's async client does not, and read each round trip's replies under
+one socket timeout, not one timer per reply.
 
 A run nobody records ends on the next look (any read or `status`): a
 reserved key past `queue_timeout`, or a running one whose lease key expired
@@ -720,7 +722,15 @@ class _Hub:
         connection: Any = None
         try:
             connection = await pool.get_connection()
+            loop = asyncio.get_running_loop()
+            started = 0.0
             while True:
+                # Streams that changed right after a round trip began wait for the next one a
+                # little (`hub_round`): more of them, and more events each, per round trip.
+                pause = started + self.store.hub_round - loop.time()
+                if pause > 0 and self.dirty:
+                    await asyncio.sleep(pause)
+                started = loop.time()
                 planned = self._command()
                 if planned is None:
                     break
@@ -853,8 +863,16 @@ class _Calls:
         pool = store.apool()
         # Held while calls go on: they never wait behind the pool's queue.
         connection: Any = None
+        loop = asyncio.get_running_loop()
+        started = -math.inf
         try:
             while self.queue:
+                # Calls made right after a round trip began wait for the next one a little
+                # (`calls_round`): more calls per round trip; a lone call goes at once.
+                pause = started + store.calls_round - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                started = loop.time()
                 batch, self.queue = self.queue, []
                 ops = [op for part, _ in batch for op in part]
                 try:
@@ -1014,6 +1032,11 @@ class RedisStore:
         if socket_timeout:  # a blocking command must return before the client gives up on it
             self.renew_every = min(self.renew_every, socket_timeout / 2)
             self.read_slice = min(self.read_slice, socket_timeout / 2)
+        #: the shortest time between the starts of two round trips of a loop's hub that read
+        #: streams: the longest an event waits for the next one, for fewer round trips per event
+        self.hub_round = 0.002
+        #: the same for a loop's calls (`_Calls`): the appends, the set-ups, the checks
+        self.calls_round = 0.002
         #: the longest `XREAD BLOCK` of a loop's hub (it is woken when a subscriber joins)
         self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
