@@ -556,6 +556,52 @@ def test_a_subscriber_that_joins_a_blocked_hub_wakes_it(relay: RedisRelay) -> No
     asyncio.run(go())
 
 
+def test_a_lost_or_trimmed_changes_stream_costs_time_never_an_event(relay: RedisRelay, raw: Any, prefix: str) -> None:
+    """The loop's hub reads the runs named on `prefix:changes`: with that stream deleted and
+    trimmed under it all along, every subscriber still gets every event, in order, once (the hub
+    reads every followed run at least once a second; a subscriber looks itself after a read slice)."""
+    relay._redis_store.hub_block = 30.0  # no help from the end of the hub's blocking read
+    runs, tokens = 20, 30
+
+    async def go() -> None:
+        stop = asyncio.Event()
+
+        async def vandal() -> None:
+            n = 0
+            while not stop.is_set():
+                if n % 2:
+                    raw.delete(f"{prefix}:changes")
+                else:
+                    raw.xtrim(f"{prefix}:changes", maxlen=0)
+                n += 1
+                await asyncio.sleep(0.002)
+
+        def producer(i: int) -> Any:
+            async def produce(emit: Any) -> None:
+                for t in range(tokens):
+                    await asyncio.sleep(0.01)
+                    emit(f"{i}-{t}")
+
+            return produce
+
+        async def one(i: int) -> list[str | None]:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(i)), key=key)
+                return [e.text async for e in sub if e.kind == "token"]
+
+        vandalism = asyncio.ensure_future(vandal())
+        start = time.monotonic()
+        got = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(runs))), 60)
+        stop.set()
+        await vandalism
+        assert got == [[f"{i}-{t}" for t in range(tokens)] for i in range(runs)]
+        assert time.monotonic() - start < 20  # not the hub's 30 s block
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_cancel_from_elsewhere_stops_an_async_producer(
     relay: RedisRelay, redis_server: RedisServer, prefix: str
 ) -> None:
