@@ -378,8 +378,12 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival:
         )
         for name in ["web", *(f"worker-{i}" for i in range(args.workers))]
     }
+    deadline = time.monotonic() + 120
     for _ in procs:
-        client.blpop([READY], timeout=60)
+        # within the client's socket timeout (5 s): the processes' start may take longer on a busy machine
+        while not client.blpop([READY], timeout=1):
+            if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs.values()):
+                raise RuntimeError("the web and worker processes did not start")
     base_memory = redis_memory(client)
     calls0, server0, machine0, t0 = commandstats(client), redis_cpu(client), machine_cpu(), time.perf_counter()
     peak = [base_memory]
