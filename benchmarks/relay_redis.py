@@ -178,8 +178,20 @@ class Stalls:
     process waiting for a core), told apart from the waits of the relay's round trips."""
 
     def __init__(self) -> None:
+        import gc
+
         self.late: list[float] = []
         self.task = asyncio.get_running_loop().create_task(self.run())
+        #: the pauses of the interpreter's full (generation 2) garbage collections, s
+        self.gc_full: list[float] = []
+        self.gc_started = 0.0
+        gc.callbacks.append(self.collected)
+
+    def collected(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.gc_started = time.perf_counter()
+        elif info["generation"] == 2:
+            self.gc_full.append(time.perf_counter() - self.gc_started)
 
     async def run(self) -> None:
         while True:
@@ -187,11 +199,15 @@ class Stalls:
             await asyncio.sleep(0.005)
             self.late.append(time.perf_counter() - start - 0.005)
 
-    def figures(self) -> dict[str, float]:
+    def figures(self) -> dict[str, Any]:
+        import gc
+
         self.task.cancel()
+        gc.callbacks.remove(self.collected)
         return {
             "loop_late_p99_ms": round(percentile(self.late, 0.99) * 1000, 1),
             "loop_late_max_ms": round(max(self.late, default=0.0) * 1000, 1),
+            "gc_full_pauses_ms": [round(pause * 1000, 1) for pause in self.gc_full],
         }
 
 
@@ -449,6 +465,11 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival:
             name: [got["loop_late_p99_ms"], got["loop_late_max_ms"]]
             for name, got in (("web", web), *((f"worker-{i}", w) for i, w in enumerate(workers)))
         },
+        # the full garbage collections of each process during the runs: how long each stopped its loop
+        "gc_full_pauses_ms": {
+            name: got["gc_full_pauses_ms"]
+            for name, got in (("web", web), *((f"worker-{i}", w) for i, w in enumerate(workers)))
+        },
         "runs_failed": web["runs_failed"],
         "failures": sorted(set(web["failures"]) | {e for w in workers for e in w["errors"]}),
     }
@@ -577,7 +598,8 @@ def report(out: dict[str, Any]) -> str:
             f"- {arrival}: lag p99 (ms) of each second (the runs' set-up all at once, then the steady state): "
             f"{r['lag_p99_ms_by_second']}; {r['commands_per_event']} commands executed per event (inside scripts "
             f"included); Redis memory at the peak {r['memory_peak_mb']} MB; runs per worker {r['runs_per_worker']}; "
-            f"how late a 5 ms timer fired on each loop, ms (p99, max): {r['loop_late_ms']}"
+            f"how late a 5 ms timer fired on each loop, ms (p99, max): {r['loop_late_ms']}; the full garbage "
+            f"collections during the runs, ms each: {r['gc_full_pauses_ms']}"
         )
     a = out["across"].get("spread")
     if a is not None:
