@@ -6,7 +6,9 @@ Starts its own `redis-server` on a free loopback port (Debian's package), then:
    FastAPI service) reserves N runs (default 1,000), hands each key to a worker through a Redis
    list (a Celery broker's part) and subscribes to it; `--workers` worker processes (one loop
    each) take the keys and run them (`relay.arun(stream, key=key)`): 50 tokens each, paced like
-   a model (a token every `--gap` s, chosen so the machine's cores stay below ~70% busy).
+   a model (a token every `--gap` s, chosen so the machine's cores stay below ~70% busy), with
+   spread arrivals (each run's tokens at a random phase of `--gap`: real traffic), then again
+   with lockstep arrivals (every run's token at once: the worst case, labelled as such).
    Events/s, subscriber lag p50/p99 (a token's arrival at its subscriber minus the moment its
    producer emitted it: `time.perf_counter`, CLOCK_MONOTONIC on Linux, one clock for every
    process), CPU per event of each process and of redis-server, Redis memory at the peak and
@@ -14,11 +16,12 @@ Starts its own `redis-server` on a free loopback port (Debian's package), then:
 2. **Saturation**: the same across processes with no pacing (each producer yields to its loop
    between tokens): the most events/s this machine carries end to end.
 3. **In one process** (the memory relay can only be compared there): producers and subscribers
-   on one loop at the same pacing, `MemoryRelay` and `RedisRelay`.
+   on one loop at the same pacing, `MemoryRelay` and `RedisRelay`, under both arrival patterns.
 4. 1,000 random resumes of finished runs (a random `after`, read to the end): 0 lost and
    0 duplicated events, checked against a full read.
 
-Writes `benchmarks/results/relay_redis.md` and `.json`.
+Writes `benchmarks/results/relay_redis.md` and `.json` (not with `--quick` or `--only`).
+`BENCH_PROFILE=dir` runs each process of 1. and 2. under cProfile (`dir/<process>-<arrival>.prof`).
 """
 
 from __future__ import annotations
@@ -47,8 +50,27 @@ GAP = 0.2
 JOBS, READY, GO = "bench:jobs", "bench:ready", "bench:go"
 
 
-def producer(tokens: int, gap: float) -> Any:
+#: how the runs' tokens are spread in time (`--arrival`)
+ARRIVALS = ("spread", "lockstep")
+
+
+def producer(tokens: int, gap: float, arrival: str = "lockstep", rng: random.Random | None = None) -> Any:
+    """A model's run: `tokens` tokens, a token every `gap` s, each token's text its emit time.
+
+    `lockstep` (the worst case): every run sleeps `gap` between its tokens, so runs started
+    together emit together, a burst of one token per run every `gap`. `spread` (real traffic,
+    the same offered events/s): the run's first token comes at a random offset, uniform over
+    `gap`, and its tokens keep to that schedule (`start + offset + i * gap`) whatever the loop's
+    delays, as a remote model's tokens do; so the runs' tokens arrive evenly over each `gap`.
+    """
+
     async def produce(emit: Any) -> None:
+        if arrival == "spread" and gap > 0:
+            start = time.perf_counter() + (rng or random).uniform(0, gap)
+            for i in range(1, tokens + 1):
+                await asyncio.sleep(max(0.0, start + i * gap - time.perf_counter()))
+                emit(f"{time.perf_counter():.6f}")
+            return
         for _ in range(tokens):
             await asyncio.sleep(gap)  # gap 0: yield to the loop (saturation)
             emit(f"{time.perf_counter():.6f}")  # the token's text is its emit time
@@ -86,6 +108,18 @@ class RoundTrips:
                 return _original(self_, *args, **kw)
 
             cls.send_packed_command = counted  # type: ignore[method-assign,assignment]
+        # the relay's own hot paths write without send_packed_command (`_send`)
+        import callstream._redis_store as store
+
+        send: Any = getattr(store, "_send", None)
+
+        async def sent(connection: Any, data: bytes) -> None:
+            if connection.is_connected:  # else it calls send_packed_command, counted there
+                self.count += 1
+            await send(connection, data)
+
+        if send is not None:
+            store._send = sent
 
 
 def hiredis() -> bool:
@@ -97,7 +131,8 @@ def hiredis() -> bool:
 # -- one process: producers and subscribers on one loop ----------------------------------------
 
 
-async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dict[str, Any]:
+async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float, arrival: str) -> dict[str, Any]:
+    rng = random.Random(18)
     lags: list[float] = []
     counts: list[int] = []
     errors: list[str] = []
@@ -107,7 +142,8 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dic
         try:
             key = await relay.areserve()
             async with relay.asubscribe(key) as sub:
-                await relay.apublish(callstream.afrom_callback(producer(tokens, gap), sink="deque"), key=key)
+                produce = producer(tokens, gap, arrival, rng)
+                await relay.apublish(callstream.afrom_callback(produce, sink="deque"), key=key)
                 async for token in sub.tokens():
                     lags.append(time.perf_counter() - float(token))
                     n += 1
@@ -137,6 +173,44 @@ async def concurrent_runs(relay: Any, runs: int, tokens: int, gap: float) -> dic
 # -- across processes: a web process and worker processes --------------------------------------
 
 
+class Stalls:
+    """How late a 5 ms timer of this process's loop fires: the loop's own stalls (a busy loop, or a
+    process waiting for a core), told apart from the waits of the relay's round trips."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.late: list[float] = []
+        self.task = asyncio.get_running_loop().create_task(self.run())
+        #: the pauses of the interpreter's full (generation 2) garbage collections, s
+        self.gc_full: list[float] = []
+        self.gc_started = 0.0
+        gc.callbacks.append(self.collected)
+
+    def collected(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.gc_started = time.perf_counter()
+        elif info["generation"] == 2:
+            self.gc_full.append(time.perf_counter() - self.gc_started)
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.late.append(time.perf_counter() - start - 0.005)
+
+    def figures(self) -> dict[str, Any]:
+        import gc
+
+        self.task.cancel()
+        gc.callbacks.remove(self.collected)
+        return {
+            "loop_late_p99_ms": round(percentile(self.late, 0.99) * 1000, 1),
+            "loop_late_max_ms": round(max(self.late, default=0.0) * 1000, 1),
+            "gc_full_pauses_ms": [round(pause * 1000, 1) for pause in self.gc_full],
+        }
+
+
 def relay_of(args: argparse.Namespace) -> Any:
     from callstream.redis import RedisRelay
 
@@ -159,6 +233,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     while not await control.blpop([GO + ":web"], timeout=1):
         pass
     trips = RoundTrips()
+    stalls = Stalls()
     lags: list[float] = []
     counts: list[int] = []
     errors: list[str] = []
@@ -185,6 +260,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one() for _ in range(args.runs)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    late = stalls.figures()
     round_trips = trips.count - handed
     await control.rpush(JOBS, *(["stop"] * args.workers))
     await control.aclose()
@@ -203,6 +279,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": cpu,
         "wall_s": wall,
         "round_trips": round_trips,
+        **late,
         "runs_failed": len(errors),
         "failures": sorted(set(errors)),
     }
@@ -216,16 +293,19 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
     while not await control.blpop([GO + ":worker"], timeout=1):
         pass
     trips = RoundTrips()
+    stalls = Stalls()
     taken = 0
     tasks: set[asyncio.Task[Any]] = set()
     errors: list[str] = []
+    rng = random.Random(os.getpid())
 
     done: list[str] = []
 
     async def run(key: str) -> None:
         done.append(key)
+        produce = producer(args.tokens, args.gap, args.arrival, rng)
         try:
-            await relay.arun(callstream.afrom_callback(producer(args.tokens, args.gap), sink="deque"), key=key)
+            await relay.arun(callstream.afrom_callback(produce, sink="deque"), key=key)
         except Exception as exc:
             errors.append(type(exc).__name__)
 
@@ -243,10 +323,11 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    late = stalls.figures()
     round_trips = trips.count - taken
     await control.aclose()
     await relay.aclose()
-    return {"runs": len(done), "cpu_s": cpu, "wall_s": wall, "round_trips": round_trips, "errors": errors}
+    return {"runs": len(done), "cpu_s": cpu, "wall_s": wall, "round_trips": round_trips, "errors": errors, **late}
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -273,28 +354,52 @@ def commandstats(client: Any) -> int:
 def profiled(name: str) -> list[str]:
     """`BENCH_PROFILE=dir`: each process under cProfile, its statistics in `dir/<name>.prof`."""
     where = os.environ.get("BENCH_PROFILE")
-    return ["-m", "cProfile", "-o", str(Path(where) / f"{name}.prof")] if where else []
+    return ["--profile", str(Path(where) / f"{name}.prof")] if where else []
 
 
-def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[str, Any]:
+def run_role(args: argparse.Namespace) -> dict[str, Any]:
+    """A web or worker process's part; under cProfile with `--profile`, timed in CPU time (the
+    wall time would count the moments the process waits for a core, as `send` waking Redis)."""
+    role = web_role if args.role == "web" else worker_role
+    if not args.profile:
+        return asyncio.run(role(args))
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    try:
+        got: dict[str, Any] = profile.runcall(asyncio.run, role(args))
+        return got
+    finally:
+        profile.dump_stats(args.profile)
+
+
+def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival: str) -> dict[str, Any]:
     """One web process and `args.workers` worker processes, started and released together."""
     client.delete(READY, JOBS, GO + ":web", GO + ":worker")
     common = [
         *("--url", args.url, "--runs", str(args.runs), "--tokens", str(args.tokens), "--gap", str(gap)),
         *("--ttl", str(args.ttl), "--lease", str(args.lease), "--workers", str(args.workers)),
+        *("--arrival", arrival),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     procs = {
         name: subprocess.Popen(
-            [sys.executable, *profiled(name), "-m", "benchmarks.relay_redis", "--role", name.split("-")[0], *common],
+            [
+                *(sys.executable, "-m", "benchmarks.relay_redis", "--role", name.split("-")[0], *common),
+                *profiled(f"{name}-{arrival if gap else 'unpaced'}"),
+            ],
             stdout=subprocess.PIPE,
             env=env,
             cwd=ROOT,
         )
         for name in ["web", *(f"worker-{i}" for i in range(args.workers))]
     }
+    deadline = time.monotonic() + 120
     for _ in procs:
-        client.blpop([READY], timeout=60)
+        # within the client's socket timeout (5 s): the processes' start may take longer on a busy machine
+        while not client.blpop([READY], timeout=1):
+            if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs.values()):
+                raise RuntimeError("the web and worker processes did not start")
     base_memory = redis_memory(client)
     calls0, server0, machine0, t0 = commandstats(client), redis_cpu(client), machine_cpu(), time.perf_counter()
     peak = [base_memory]
@@ -328,6 +433,7 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
     return {
         "runs": args.runs,
         "gap_ms": gap * 1000,
+        "arrival": arrival if gap else "unpaced",
         "workers": args.workers,
         "events": web["events"],
         "lost": web["lost"],
@@ -354,6 +460,16 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float) -> dict[
         "memory_base": base_memory,
         "memory_peak_mb": round((max(peak) - base_memory) / 2**20, 1),
         "runs_per_worker": [w["runs"] for w in workers],
+        # how late a 5 ms timer fired on each process's loop (p99, max): the loops' own stalls
+        "loop_late_ms": {
+            name: [got["loop_late_p99_ms"], got["loop_late_max_ms"]]
+            for name, got in (("web", web), *((f"worker-{i}", w) for i, w in enumerate(workers)))
+        },
+        # the full garbage collections of each process during the runs: how long each stopped its loop
+        "gc_full_pauses_ms": {
+            name: got["gc_full_pauses_ms"]
+            for name, got in (("web", web), *((f"worker-{i}", w) for i, w in enumerate(workers)))
+        },
         "runs_failed": web["runs_failed"],
         "failures": sorted(set(web["failures"]) | {e for w in workers for e in w["errors"]}),
     }
@@ -383,12 +499,18 @@ async def resumes(relay: Any, count: int, tokens: int) -> dict[str, Any]:
     return {"resumes": count, "lost": lost, "duplicated": duplicated}
 
 
+#: the benchmark's parts (`--only`): across processes with spread arrivals, with lockstep arrivals,
+#: unpaced; in one process (both arrivals, memory and redis); the resumes
+PARTS = ("across", "lockstep", "saturation", "one", "resumes")
+
+
 def main_parent(args: argparse.Namespace) -> dict[str, Any]:
     import redis
     from tests.redis_server import RedisServer
 
     from callstream.redis import RedisRelay
 
+    parts = set(args.only.split(",")) if args.only else set(PARTS)
     server = RedisServer().start()
     args.url = server.url
     try:
@@ -399,31 +521,43 @@ def main_parent(args: argparse.Namespace) -> dict[str, Any]:
         out["hiredis"] = hiredis()
         out["cores"] = os.cpu_count()
         print(f"load average {out['load_average_before']}, hiredis {out['hiredis']}", file=sys.stderr)
-        out["across"] = across_processes(args, client, args.gap)
-        print("across processes:", out["across"], file=sys.stderr)
-        time.sleep(args.ttl + 1.5)
-        out["across"]["memory_after_ttl_mb"] = round((redis_memory(client) - out["across"]["memory_base"]) / 2**20, 2)
-        out["across"]["keys_after_ttl"] = client.dbsize()
-        out["saturation"] = across_processes(args, client, 0)
-        print("saturation:", out["saturation"], file=sys.stderr)
+        out["across"] = {}
+        if "across" in parts:
+            a = out["across"]["spread"] = across_processes(args, client, args.gap, "spread")
+            print("across processes, spread:", a, file=sys.stderr)
+            time.sleep(args.ttl + 1.5)
+            a["memory_after_ttl_mb"] = round((redis_memory(client) - a["memory_base"]) / 2**20, 2)
+            a["keys_after_ttl"] = client.dbsize()
+        if "lockstep" in parts:
+            out["across"]["lockstep"] = across_processes(args, client, args.gap, "lockstep")
+            print("across processes, lockstep:", out["across"]["lockstep"], file=sys.stderr)
+        if "saturation" in parts:
+            out["saturation"] = across_processes(args, client, 0, "lockstep")
+            print("saturation:", out["saturation"], file=sys.stderr)
 
         async def in_process() -> dict[str, Any]:
             got: dict[str, Any] = {}
-            memory = callstream.MemoryRelay(max_runs=args.runs * 2 + 100)
-            got["memory"] = await concurrent_runs(memory, args.runs, args.tokens, args.gap)
-            relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 4 + 100, lease=args.lease)
-            trips = RoundTrips()
-            server0 = redis_cpu(client)
-            got["redis"] = await concurrent_runs(relay, args.runs, args.tokens, args.gap)
-            events = max(got["redis"]["events"], 1)
-            got["redis"]["round_trips_per_run"] = round(trips.count / args.runs, 1)
-            got["redis"]["server_cpu_us_per_event"] = round((redis_cpu(client) - server0) / events * 1e6, 1)
-            got["resumes"] = await resumes(relay, args.resumes, args.tokens)
+            relay = RedisRelay(server.url, ttl=args.ttl, max_runs=args.runs * 8 + 100, lease=args.lease)
+            for arrival in ARRIVALS if "one" in parts else ():
+                both = got[arrival] = {}
+                memory = callstream.MemoryRelay(max_runs=args.runs * 2 + 100)
+                both["memory"] = await concurrent_runs(memory, args.runs, args.tokens, args.gap, arrival)
+                print(f"one process, {arrival}, memory:", both["memory"], file=sys.stderr)
+                trips = RoundTrips()
+                server0 = redis_cpu(client)
+                both["redis"] = await concurrent_runs(relay, args.runs, args.tokens, args.gap, arrival)
+                events = max(both["redis"]["events"], 1)
+                both["redis"]["round_trips_per_run"] = round(trips.count / args.runs, 1)
+                both["redis"]["server_cpu_us_per_event"] = round((redis_cpu(client) - server0) / events * 1e6, 1)
+                print(f"one process, {arrival}, redis:", both["redis"], file=sys.stderr)
+            if "resumes" in parts:
+                got["resumes"] = await resumes(relay, args.resumes, args.tokens)
             await relay.aclose()
             return got
 
         got = asyncio.run(in_process())
-        out["memory"], out["redis"], out["resumes"] = got["memory"], got["redis"], got["resumes"]
+        out["one_process"] = {arrival: got[arrival] for arrival in ARRIVALS if arrival in got}
+        out["resumes"] = got.get("resumes")
         out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         client.close()
         return out
@@ -431,66 +565,98 @@ def main_parent(args: argparse.Namespace) -> dict[str, Any]:
         server.close()
 
 
+def _failed(r: dict[str, Any]) -> str:
+    return f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''}"
+
+
 def report(out: dict[str, Any]) -> str:
-    a, s = out["across"], out["saturation"]
     cores = out["cores"]
+    gap = out["gap_ms"]
     head = (
         "| setting | events/s | lag p50 ms | lag p99 ms | lag max ms | CPU µs/event: web + workers + redis-server "
         "| round trips per run | busy, % of cores (ours / machine) | lost | runs failed |"
     )
     rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in (("across processes, paced", a), ("across processes, unpaced (saturation)", s)):
-        failed = f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''}"
+    settings = [
+        ("paced, spread arrivals (real traffic)", out["across"].get("spread")),
+        ("paced, lockstep arrivals (worst case)", out["across"].get("lockstep")),
+        ("unpaced (saturation)", out.get("saturation")),
+    ]
+    for name, r in settings:
+        if r is None:
+            continue
         rows.append(
             f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | {r['lag_max_ms']} | "
             f"{r['total_cpu_us_per_event']} = {r['web_cpu_us_per_event']} + {r['workers_cpu_us_per_event']} + "
             f"{r['server_cpu_us_per_event']} | {r['round_trips_per_run']} ({r['round_trips_per_run_web']} web, "
             f"{r['round_trips_per_run_workers']} workers) | {r['ours_busy_pct_of_cores']} / {r['machine_busy_pct']} "
-            f"| {r['lost']} | {failed} |"
+            f"| {r['lost']} | {_failed(r)} |"
+        )
+    notes = []
+    for arrival, r in out["across"].items():
+        notes.append(
+            f"- {arrival}: lag p99 (ms) of each second (the runs' set-up all at once, then the steady state): "
+            f"{r['lag_p99_ms_by_second']}; {r['commands_per_event']} commands executed per event (inside scripts "
+            f"included); Redis memory at the peak {r['memory_peak_mb']} MB; runs per worker {r['runs_per_worker']}; "
+            f"how late a 5 ms timer fired on each loop, ms (p99, max): {r['loop_late_ms']}; the full garbage "
+            f"collections during the runs, ms each: {r['gc_full_pauses_ms']}"
+        )
+    a = out["across"].get("spread")
+    if a is not None:
+        notes.append(
+            f"- Redis memory: {a['memory_peak_mb']} MB at the peak, {a['memory_after_ttl_mb']} MB in all after the "
+            f"TTL ({a['keys_after_ttl']} keys left; both over the {a['memory_base'] / 2**20:.1f} MB before the runs)"
         )
     one = [
-        "| relay | events/s | lag p50 ms | lag p99 ms | lag max ms | CPU µs/event (this process) | process busy % "
-        "| lost | runs failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arrivals | relay | events/s | lag p50 ms | lag p99 ms | lag max ms | CPU µs/event (this process) "
+        "| process busy % | round trips per run | lost | runs failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("memory", "redis"):
-        r = out[name]
-        failed = f"{r['runs_failed']}{' (' + ', '.join(r['failures']) + ')' if r['failures'] else ''}"
-        one.append(
-            f"| {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | {r['lag_max_ms']} | "
-            f"{r['cpu_us_per_event']} | {r['cpu_busy_pct']} | {r['lost']} | {failed} |"
+    ratios = []
+    for arrival, both in out["one_process"].items():
+        for name in ("memory", "redis"):
+            r = both[name]
+            one.append(
+                f"| {arrival} | {name} | {r['events_per_s']} | {r['lag_p50_ms']} | {r['lag_p99_ms']} | "
+                f"{r['lag_max_ms']} | {r['cpu_us_per_event']} | {r['cpu_busy_pct']} | "
+                f"{r.get('round_trips_per_run', '-')} | {r['lost']} | {_failed(r)} |"
+            )
+        r = both["redis"]
+        ratios.append(
+            f"- {arrival}: Redis lag p99 vs memory {r['lag_p99_ms'] / max(both['memory']['lag_p99_ms'], 1e-9):.2f}x; "
+            f"redis-server CPU {r['server_cpu_us_per_event']} µs per event"
         )
-    r = out["redis"]
+    resumed = out.get("resumes")
     return "\n".join(
         [
             f"# RedisRelay: {out['runs']} concurrent runs of {out['tokens']} tokens, one subscriber each",
             "",
             f"## Across processes: a web process (subscribers) and {out['workers']} worker processes (producers)",
             "",
-            f"Paced: a token every {out['gap_ms']:.0f} ms per run (the offered load: "
-            f"{out['runs'] * 1000 / out['gap_ms']:.0f} events/s, chosen to keep this benchmark's processes at or "
-            f"below ~70% of the {cores} cores); unpaced: each producer yields to its loop between tokens, so its "
-            "tokens go in larger batches (the most events/s the machine carries end to end; hand-off of the keys "
-            "included).",
+            f"Paced: a token every {gap:.0f} ms per run (the offered load: {out['runs'] * 1000 / gap:.0f} events/s, "
+            f"chosen to keep this benchmark's processes at or below ~70% of the {cores} cores). Spread arrivals: "
+            f"each run's first token at a random offset, uniform over {gap:.0f} ms, then on that schedule, so the "
+            f"runs' tokens arrive evenly, as independent models' do. Lockstep arrivals, the worst case: every run "
+            f"sleeps {gap:.0f} ms between its tokens and they all start together, so each {gap:.0f} ms brings one "
+            f"burst of {out['runs']} events at once (lag then measures the time to drain a burst). Unpaced: each "
+            "producer yields to its loop between tokens, so its tokens go in larger batches (the most events/s the "
+            "machine carries end to end; hand-off of the keys included). Lag: a token's arrival at its subscriber "
+            "minus its emit time, written in the token's text (`time.perf_counter`, one clock for every process).",
             "",
             *rows,
             "",
-            f"- Lag p99 (ms) of each second of the paced runs (their set-up all at once, then the steady "
-            f"state): {a['lag_p99_ms_by_second']}",
-            f"- Redis memory: {a['memory_peak_mb']} MB at the peak, {a['memory_after_ttl_mb']} MB in all after the "
-            f"TTL ({a['keys_after_ttl']} keys left; both over the {a['memory_base'] / 2**20:.1f} MB before the runs)",
-            f"- {a['commands_per_event']} commands executed per event (inside scripts included); runs per worker "
-            f"{a['runs_per_worker']}",
+            *notes,
             "",
-            f"## In one process (producers and subscribers on one loop), the same pacing ({out['gap_ms']:.0f} ms)",
+            f"## In one process (producers and subscribers on one loop), the same pacing ({gap:.0f} ms)",
             "",
             *one,
             "",
-            f"- Redis lag p99 vs memory: {r['lag_p99_ms'] / max(out['memory']['lag_p99_ms'], 1e-9):.2f}x; "
-            f"round trips per run {r['round_trips_per_run']}; redis-server CPU {r['server_cpu_us_per_event']} "
-            "µs per event",
-            f"- {out['resumes']['resumes']} random resumes: {out['resumes']['lost']} lost, "
-            f"{out['resumes']['duplicated']} duplicated",
+            *ratios,
+            *(
+                [f"- {resumed['resumes']} random resumes: {resumed['lost']} lost, {resumed['duplicated']} duplicated"]
+                if resumed
+                else []
+            ),
             "",
             f"Machine: {cores} cores shared with other work; load average {out['load_average_before']} before, "
             f"{out['load_average_after']} after; hiredis parser: {out['hiredis']}",
@@ -508,14 +674,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease", type=float, default=3.0, help="the relay's lease (its default: 3 s)")
     parser.add_argument("--ttl", type=float, default=15.0, help="the runs' TTL, to measure memory after it")
     parser.add_argument("--quick", action="store_true", help="20 runs, 50 resumes (a smoke run)")
+    parser.add_argument(
+        "--only", help=f"comma-separated parts to run, of {','.join(PARTS)} (the results files are not written)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--role", choices=("web", "worker"), help=argparse.SUPPRESS)
+    parser.add_argument("--arrival", choices=ARRIVALS, default="spread", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role:
-        got = asyncio.run(web_role(args) if args.role == "web" else worker_role(args))
-        print(json.dumps(got))
+        print(json.dumps(run_role(args)))
         return
+    if args.only and not set(args.only.split(",")) <= set(PARTS):
+        parser.error(f"--only takes parts of {','.join(PARTS)}")
     if args.quick:
         args.runs, args.resumes, args.ttl = 20, 50, 1.0
     if shutil.which("redis-server") is None:
@@ -524,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     out = main_parent(args)
     text = report(out)
     print(text)
-    if not args.quick:
+    if not args.quick and not args.only:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "relay_redis.md").write_text(text + "\n")
         (args.out / "relay_redis.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -11,6 +11,8 @@ P:{key}:events  stream   one entry per event: id "<seq>-0", field e = the event 
 P:{key}:lease   string   the producer's lease token; it renews it (PX) while the run goes on
 P:{key}:cancel  list     a cancel request (RPUSH) wakes the producer's BLPOP at once
 P:runs          zset     every run kept, scored by when its keys expire (for max_runs)
+P:changes       stream   the name of each run stream written to, per write (the loops' hubs block on it);
+                         about 20,000 entries kept (MAXLEN ~), expires a minute after the last write
 ```
 
 Every key has a TTL: `ttl` after the run ended, `ttl + lease` after the last
@@ -27,16 +29,19 @@ request (`BLPOP`) in one pipeline per `lease / 5`.
 Async face, per event loop: every call (a run's set-up and end, the appends,
 a subscriber's attach, checks and detach) that comes while one round trip is
 on its way goes with the others in the next one (`_Calls`): a thousand runs
-cost a few round trips per batch, not one each (3.5 per run in all at 1,000
-runs, `benchmarks/relay_redis.py`). A caught-up subscriber waits in the loop's
-hub, whose one `XREAD BLOCK` names every followed stream (`_Hub`; the run's
-script still inspects it at the first read, once a second, and after a read
-slice with nothing); one watcher renews every producer's lease in one pipeline
-and waits on all their cancel lists with one `BLPOP` (`_Watches`). The calls,
-the hub and the watcher each hold one connection, so a loop's thousand runs
-use a few connections, not two thousand. These paths pack their commands with
-hiredis when it is installed (the `redis` extra), as redis-py's async client
-does not.
+cost a few round trips per batch, not one each (`benchmarks/relay_redis.py`);
+under steady traffic a round trip starts at most every `calls_round` (2 ms),
+so a call waits at most that long to go with others. A caught-up subscriber
+waits in the loop's hub, which blocks on the changes stream alone and reads
+only the followed streams that changed, at most every `hub_round` (2 ms)
+(`_Hub`; the run's script still inspects it at the first read, once a second,
+and after a read slice with nothing); one watcher renews every producer's
+lease in one pipeline and waits on all their cancel lists with one `BLPOP`
+(`_Watches`). The calls, the hub and the watcher each hold one connection, so
+a loop's thousand runs use a few connections, not two thousand. These paths
+pack their commands with hiredis when it is installed (the `redis` extra), as
+redis-py's async client does not, and read each round trip's replies under
+one socket timeout, not one timer per reply.
 
 A run nobody records ends on the next look (any read or `status`): a
 reserved key past `queue_timeout`, or a running one whose lease key expired
@@ -48,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import secrets
 import threading
 import weakref
@@ -67,7 +73,22 @@ _APPEND_MAX: Final = 1000
 #: A subscriber not heard from for this long no longer counts as watching (for `linger`).
 _STALE_MS: Final = 5000
 
-_LUA_COMMON = """
+#: The changes stream keeps about this many entries (`MAXLEN ~`): seconds of changes at the least.
+_CHANGES_MAX: Final = 20_000
+#: The changes stream expires this long (ms) after its last write.
+_CHANGES_TTL_MS: Final = 60_000
+
+_LUA_COMMON = (
+    """
+-- a write to a run's stream: its name on the changes stream, which the loops' hubs block on
+local function notify(changes, stream)
+  redis.call('XADD', changes, 'MAXLEN', '~', """
+    + str(_CHANGES_MAX)
+    + """, '*', 's', stream)
+  redis.call('PEXPIRE', changes, """
+    + str(_CHANGES_TTL_MS)
+    + """)
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -87,6 +108,7 @@ local function conclude(status, outcome, errtext)
   redis.call('DEL', KEYS[3])
   redis.call('RPUSH', KEYS[4], 'end')
   expire_all(tonumber(ARGV[2]))
+  notify(KEYS[6], KEYS[2])
 end
 local function settle()
   local h = redis.call('HMGET', KEYS[1], 'status', 'deadline')
@@ -105,6 +127,7 @@ local function settle()
   return status
 end
 """
+)
 
 # ARGV: key, ttl_ms, queued, max_runs, queue_ms, lease_ms, token, maxlen, lostq, lostq_error, lostp, lostp_error
 _BEGIN = """
@@ -148,27 +171,33 @@ if status == 'error' or status == 'lost' then
   redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 'e', event)
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[8], 'LIMIT', 0)
   redis.call('HSET', KEYS[1], 'seq', seq + 1)
+  notify(KEYS[6], KEYS[2])
   run_now(attempt + 1)
   return {'ok', attempt + 1}
 end
 return {'taken', status}
 """
 
-# The hot path, so the shortest call: KEYS: run, events (not the five of the others);
+# The hot path, so the shortest call: KEYS: run, events, changes (not the six of the others);
 # ARGV: token, maxlen, event...
 _APPEND = """
 local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'seq')
 if not h[1] then return -1 end
 if h[1] ~= 'running' or h[2] ~= ARGV[1] then return -2 end
-local seq = tonumber(h[3])
-for i = 3, #ARGV do
+local seq = tonumber(h[3]) + 1
+-- the stream exists (its TTL set when it was made, renewed with the run's), or it is made now
+if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', seq .. '-0', 'e', ARGV[3]) then
+  redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[3])
+  local left = redis.call('PTTL', KEYS[1])
+  if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+end
+for i = 4, #ARGV do
   seq = seq + 1
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[i])
 end
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2], 'LIMIT', 0)
 redis.call('HSET', KEYS[1], 'seq', seq)
-local left = redis.call('PTTL', KEYS[1])
-if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+notify(KEYS[3], KEYS[2])
 return seq
 """
 
@@ -354,6 +383,11 @@ class _Watch:
 _FOLLOW_MAX: Final = 2048
 #: The most entries the hub takes from one run's stream per `XREAD`.
 _HUB_COUNT: Final = 256
+#: The most changes the hub takes per blocking read (more are taken by its next one, at once).
+_CHANGES_COUNT: Final = 4096
+#: The hub reads every followed stream at least this often, changed or not (a change it never
+#: saw, as the changes stream was trimmed past its cursor or lost, costs this long at most).
+_HUB_FULL_EVERY: Final = 1.0
 #: A subscriber that follows a run through the hub inspects it (status, lost producer, watching)
 #: at least this often, and whenever the hub had nothing for it during a read slice.
 _CHECK_EVERY: Final = 1.0
@@ -393,6 +427,45 @@ def _packer() -> Callable[[list[tuple[Any, ...]] | list[list[Any]]], bytes]:
 _pack: Final = _packer()
 
 
+async def _send(connection: Any, data: bytes) -> None:
+    """`connection.send_packed_command(data)`, without its `asyncio.wait_for` per write (a task
+    each on Python 3.11) when the connection is up: the bytes go to the socket at once, and only
+    a write the socket could not take is waited for (within the connection's socket timeout)."""
+    writer = getattr(connection, "_writer", None)
+    if writer is None or not connection.is_connected:  # (re)connects, as redis-py does
+        await connection.send_packed_command(data)
+        return
+    try:
+        writer.write(data)
+        if writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(connection.socket_timeout or None):
+                await writer.drain()
+    except (OSError, TimeoutError) as exc:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        await connection.disconnect(nowait=True)
+        raise RedisConnectionError(f"Error while writing to Redis: {exc!r}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _reading(connection: Any) -> AsyncIterator[None]:
+    """One socket timeout for the replies read in the block (`_read`), not a timer per reply
+    (redis-py's `read_response` sets one each); redis-py's `TimeoutError` when it expires."""
+    try:
+        async with asyncio.timeout(connection.socket_timeout or None):
+            yield
+    except TimeoutError as exc:
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        await connection.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading from Redis") from exc
+
+
+async def _read(connection: Any) -> Any:
+    """One reply, inside `_reading` (`math.inf`: no timer of its own, on redis-py 8.1+)."""
+    return await connection.read_response(timeout=math.inf)
+
+
 async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
     """`ops` pipelined on a connection held by the caller: their replies, a Redis error in place of
     its op's reply. Ops whose script Redis lost (a restart, `SCRIPT FLUSH`) are sent again, alone,
@@ -402,15 +475,16 @@ async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, .
     replies: list[Any] = [None] * len(ops)
     todo = list(range(len(ops)))
     for attempt in (0, 1):
-        await connection.send_packed_command(_pack([ops[i] for i in todo]))
+        await _send(connection, _pack([ops[i] for i in todo]))
         missing: list[int] = []
-        for i in todo:
-            try:
-                replies[i] = await connection.read_response()
-            except ResponseError as exc:  # read the other replies: the connection stays in step
-                replies[i] = exc
-                if isinstance(exc, NoScriptError):
-                    missing.append(i)
+        async with _reading(connection):
+            for i in todo:
+                try:
+                    replies[i] = await _read(connection)
+                except ResponseError as exc:  # read the other replies: the connection stays in step
+                    replies[i] = exc
+                    if isinstance(exc, NoScriptError):
+                        missing.append(i)
         if not missing or attempt:
             break
         loads = [("SCRIPT", "LOAD", _LUA_COMMON + source) for source in _SCRIPTS.values()]
@@ -438,7 +512,7 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class _Follower:
     """One async subscription that the hub reads for: the entries fetched after its position."""
 
-    __slots__ = ("cursor", "entries", "error", "stream", "waiter")
+    __slots__ = ("cursor", "deadline", "entries", "error", "stream", "waiter")
 
     def __init__(self, stream: str, cursor: tuple[int, int]) -> None:
         self.stream = stream
@@ -447,6 +521,8 @@ class _Follower:
         #: fetched and not yet read: `(n, sub, fields)` in order
         self.entries: list[tuple[int, int, Any]] = []
         self.waiter: asyncio.Future[None] | None = None
+        #: while it waits: the loop's time when its wait ends with nothing (`_Hub.sweep`)
+        self.deadline = 0.0
         self.error: BaseException | None = None
 
     def wake(self) -> None:
@@ -455,31 +531,50 @@ class _Follower:
 
 
 class _Hub:
-    """Every caught-up async subscriber of one event loop, read by one `XREAD BLOCK` on one connection.
+    """Every caught-up async subscriber of one event loop, served by one connection.
 
-    A subscriber that waits for its run's next events joins the hub (its run's stream, from its
-    position); the hub's `XREAD` names every such stream and returns as soon as any has new
-    entries, taking all of them (up to `_HUB_COUNT` a stream) in one round trip, and hands each
-    follower its own. A follower that joins while an `XREAD` is blocked wakes it with an entry
-    on the hub's own wake stream (`P:hub:<token>`, deleted when the hub goes idle). So a thousand
-    subscriptions cost one blocked connection, not a thousand, and one round trip per batch of
-    events across all of them, not two per event per subscriber.
+    Each write to a run's stream (an append, an attempt's start or end) also adds the stream's
+    name to the relay's changes stream (`P:changes`), in the same script. The hub blocks on that
+    one stream (`XREAD BLOCK`, beside its own wake stream), then reads, after each follower's
+    position, only the followed streams that changed, in its next round trip (pipelined with its
+    next blocking read). So a round trip costs what changed, not the number of runs followed:
+    a thousand subscriptions cost one blocked connection and a few commands per batch of events,
+    not two round trips per event per subscriber, nor a thousand stream names per round trip.
+
+    A stream is read at once, not on a change, when a follower joins it (the changes after the
+    hub's cursor do not show what came before): a follower that joins while the hub is blocked
+    wakes it with an entry on the hub's wake stream (`P:hub:<token>`, deleted when the hub goes
+    idle). A change that the hub never sees (the changes stream trimmed past its cursor, expired,
+    or lost by Redis) costs time, never an event: the hub reads every followed stream at least
+    once a `_HUB_FULL_EVERY`, and a subscriber looks at its run itself after a read slice with
+    nothing (`_HubReader`).
     """
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.followers: dict[str, set[_Follower]] = {}
         self.task: asyncio.Task[None] | None = None
-        #: the followers named by the `XREAD` in flight (None: none in flight)
+        #: the followers whose stream the round trip in flight reads (None: none in flight)
         self.reading: set[_Follower] | None = None
+        #: the round trip in flight ends with a blocking read of the changes, not yet returned
+        self.blocking = False
+        #: streams to read at the next round trip: changed, joined, or not read for want of room
+        self.dirty: set[str] = set()
+        #: the last entry of the changes stream seen (None: take it again, and read every stream)
+        self.changes_cursor: str | None = None
+        #: when every followed stream is read again, changed or not
+        self.full_at = 0.0
         self.woken = False
         self.wake_key = ""
         #: the last entry of the wake stream seen (a wake sent before the `XREAD` arrives counts too)
         self.wake_cursor = "0-0"
         self.chores: set[asyncio.Task[Any]] = set()
+        #: the timer of the next sweep (None: no follower waits)
+        self.sweeper: asyncio.TimerHandle | None = None
 
     def add(self, follower: _Follower) -> None:
         self.followers.setdefault(follower.stream, set()).add(follower)
+        self.dirty.add(follower.stream)  # what came before the changes the hub reads: read at once
         self.resume(follower)
 
     def remove(self, follower: _Follower) -> None:
@@ -488,14 +583,43 @@ class _Hub:
             group.discard(follower)
             if not group:
                 del self.followers[follower.stream]
+                self.dirty.discard(follower.stream)
 
     def resume(self, follower: _Follower) -> None:
-        """The follower waits for entries after its cursor: make sure the hub reads its stream."""
+        """The follower waits for entries after its cursor: the hub reads its stream when it
+        changes, and at once when it must (it joined, or had no room at the last read)."""
         if self.task is None:
             self.wake_key = f"{self.store.prefix}:hub:{secrets.token_hex(8)}"
             self.wake_cursor = "0-0"
+            self.changes_cursor = None
             self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
-        elif self.reading is not None and follower not in self.reading and not self.woken:
+        elif self.reading is not None and follower.stream in self.dirty and follower not in self.reading:
+            self.wake()
+
+    def sweep_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A follower waits: a sweep ends its wait when its deadline passes (one timer for all
+        the waits, not one each: a timer made and cancelled per event costs the loop dearly)."""
+        if self.sweeper is None:
+            self.sweeper = loop.call_later(self.store.read_slice / 4, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the followers whose wait is over; again in a while if others still wait."""
+        self.sweeper = None
+        now = loop.time()
+        waiting = False
+        for group in self.followers.values():
+            for follower in group:
+                if follower.waiter is not None:
+                    if now >= follower.deadline:
+                        follower.wake()
+                    else:
+                        waiting = True
+        if waiting:
+            self.sweep_soon(loop)
+
+    def wake(self) -> None:
+        """Streams wait to be read: end the blocking read in flight."""
+        if self.blocking and not self.woken:
             self.woken = True
             self.chore(  # a round trip of its own, not behind the loop's calls (nor left pending at its end)
                 self.store.alone(
@@ -513,39 +637,62 @@ class _Hub:
         if not task.cancelled():
             task.exception()  # a wake that failed: the hub's own read fails too, and says why
 
-    def _command(self) -> tuple[list[Any], set[_Follower]] | None:
-        """The next `XREAD`, or None: nobody waits."""
+    def _command(self) -> tuple[list[tuple[Any, ...]], set[_Follower]] | None:
+        """The next round trip, and the followers it reads for; None: nobody waits.
+
+        In order: the changes cursor (when the hub holds none: taken before the reads, so a
+        change after it is seen and one before it is read), the streams to read (not blocking),
+        then the blocking read of the changes after the cursor (when the hub holds one).
+        """
+        if not self.followers:
+            return None
+        store = self.store
+        ops: list[tuple[Any, ...]] = []
+        syncing = self.changes_cursor is None
+        if syncing:
+            ops.append(("XREVRANGE", store.changes_key, "+", "-", "COUNT", 1))
+        full = syncing or monotonic() >= self.full_at
+        if full:
+            self.full_at = monotonic() + _HUB_FULL_EVERY
+        streams = list(self.followers) if full else list(self.dirty)
         names: list[str] = []
         ids: list[str] = []
         reading: set[_Follower] = set()
-        for stream, group in self.followers.items():
+        kept: set[str] = set()
+        for stream in streams:
             cursor = None
-            for follower in group:
+            for follower in self.followers[stream]:
                 if len(follower.entries) < _FOLLOW_MAX:
                     reading.add(follower)
                     cursor = follower.cursor if cursor is None or follower.cursor < cursor else cursor
+                else:  # no room: its stream is read when it waits again
+                    kept.add(stream)
             if cursor is not None:
                 names.append(stream)
                 ids.append(f"{cursor[0]}-{cursor[1]}")
-        if not names:
-            return None
-        block = max(1, round(self.store.hub_block * 1000))
-        command = ["XREAD", "COUNT", _HUB_COUNT, "BLOCK", block, "STREAMS", *names, self.wake_key, *ids]
-        command.append(self.wake_cursor)
-        return command, reading
+        self.dirty = kept
+        if names:
+            ops.append(("XREAD", "COUNT", _HUB_COUNT, "STREAMS", *names, *ids))
+        if not syncing:
+            block = max(1, round(store.hub_block * 1000))
+            keys = (store.changes_key, self.wake_key, self.changes_cursor, self.wake_cursor)
+            ops.append(("XREAD", "COUNT", _CHANGES_COUNT, "BLOCK", block, "STREAMS", *keys))
+        return ops, reading
 
-    def deliver(self, reply: Any) -> None:
+    def deliver(self, reply: Any, reading: set[_Follower]) -> None:
+        """The entries of the streams read, to the followers they were read for."""
         for stream, entries in _streams(reply):
             name = _text(stream)
-            if name == self.wake_key:
-                if entries:
-                    self.wake_cursor = _text(entries[-1][0])
-                continue
             group = self.followers.get(name)
             if not group or not entries:
                 continue
+            if len(entries) >= _HUB_COUNT:  # more may follow, with no change to tell: read it again
+                self.dirty.add(name)
+                self.wake()
             parsed = [(*_eid(entry_id), fields) for entry_id, fields in entries]
             for follower in group:
+                if follower not in reading:  # it joined since: its own read comes
+                    continue
                 cursor = follower.cursor
                 fresh = [e for e in parsed if (e[0], e[1]) > cursor]
                 if fresh:
@@ -553,21 +700,54 @@ class _Hub:
                     follower.cursor = (fresh[-1][0], fresh[-1][1])
                     follower.wake()
 
+    def changed(self, reply: Any) -> None:
+        """What the blocking read returned: the followed streams that changed are read next."""
+        followers = self.followers
+        dirty = self.dirty
+        for stream, entries in _streams(reply):
+            if not entries:
+                continue
+            last = _text(entries[-1][0])
+            if _text(stream) == self.wake_key:
+                self.wake_cursor = last
+                continue
+            self.changes_cursor = last
+            for _, fields in entries:
+                name = _text(_field(fields, "s"))
+                if name in followers:
+                    dirty.add(name)
+
     async def run(self) -> None:
         pool = self.store.apool()
         connection: Any = None
         try:
             connection = await pool.get_connection()
+            loop = asyncio.get_running_loop()
+            started = 0.0
             while True:
+                # Streams that changed right after a round trip began wait for the next one a
+                # little (`hub_round`): more of them, and more events each, per round trip.
+                pause = started + self.store.hub_round - loop.time()
+                if pause > 0 and self.dirty:
+                    await asyncio.sleep(pause)
+                started = loop.time()
                 planned = self._command()
                 if planned is None:
                     break
-                command, self.reading = planned
-                self.woken = False
-                await connection.send_packed_command(_pack([command]))
-                reply = await connection.read_response()
-                self.reading = None
-                self.deliver(reply)
+                ops, reading = planned
+                syncing = self.changes_cursor is None
+                self.reading, self.woken = reading, False
+                self.blocking = not syncing
+                await _send(connection, _pack(ops))
+                async with _reading(connection):
+                    if syncing:
+                        last = await _read(connection)
+                        self.changes_cursor = _text(last[0][0]) if last else "0-0"
+                    if len(ops) == 2:  # the streams' read (between the cursor's and the blocking read)
+                        self.deliver(await _read(connection), reading)
+                    if not syncing:
+                        self.changed(await _read(connection))
+                self.reading, self.blocking = None, False
         except asyncio.CancelledError:
             self.task = None
             if connection is not None:
@@ -582,7 +762,7 @@ class _Hub:
                     follower.error = exc
                     follower.wake()
         finally:
-            self.reading = None
+            self.reading, self.blocking = None, False
             if self.task is asyncio.current_task():
                 self.task = None
         wake_key = self.wake_key
@@ -632,12 +812,12 @@ class _HubReader:
             assert self.hub is not None
             loop = asyncio.get_running_loop()
             follower.waiter = waiter = loop.create_future()
+            follower.deadline = loop.time() + min(wait, store.read_slice)
             self.hub.resume(follower)
-            timer = loop.call_later(min(wait, store.read_slice), _wake, waiter)
+            self.hub.sweep_soon(loop)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 follower.waiter = None
             if follower.error is not None:
                 raise follower.error
@@ -683,8 +863,16 @@ class _Calls:
         pool = store.apool()
         # Held while calls go on: they never wait behind the pool's queue.
         connection: Any = None
+        loop = asyncio.get_running_loop()
+        started = -math.inf
         try:
             while self.queue:
+                # Calls made right after a round trip began wait for the next one a little
+                # (`calls_round`): more calls per round trip; a lone call goes at once.
+                pause = started + store.calls_round - loop.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                started = loop.time()
                 batch, self.queue = self.queue, []
                 ops = [op for part, _ in batch for op in part]
                 try:
@@ -826,6 +1014,8 @@ class RedisStore:
         #: returns the async client for the running loop (None: the sync face only)
         self.aclient = aclient
         self.prefix = prefix
+        #: every write to a run's stream names it here: the loops' hubs block on it (`_Hub`)
+        self.changes_key = f"{prefix}:changes"
         self.maxlen = maxlen
         self.ttl = ttl
         self.lease = lease
@@ -842,6 +1032,11 @@ class RedisStore:
         if socket_timeout:  # a blocking command must return before the client gives up on it
             self.renew_every = min(self.renew_every, socket_timeout / 2)
             self.read_slice = min(self.read_slice, socket_timeout / 2)
+        #: the shortest time between the starts of two round trips of a loop's hub that read
+        #: streams: the longest an event waits for the next one, for fewer round trips per event
+        self.hub_round = 0.002
+        #: the same for a loop's calls (`_Calls`): the appends, the set-ups, the checks
+        self.calls_round = 0.002
         #: the longest `XREAD BLOCK` of a loop's hub (it is woken when a subscriber joins)
         self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
@@ -868,7 +1063,14 @@ class RedisStore:
 
     def keys(self, key: str) -> list[str]:
         base = f"{self.prefix}:{{{key}}}"
-        return [f"{base}:run", f"{base}:events", f"{base}:lease", f"{base}:cancel", f"{self.prefix}:runs"]
+        return [
+            f"{base}:run",
+            f"{base}:events",
+            f"{base}:lease",
+            f"{base}:cancel",
+            f"{self.prefix}:runs",
+            self.changes_key,
+        ]
 
     def sha(self, name: str) -> str:
         """The SHA1 of one of the scripts (as loaded: with the common functions)."""
@@ -878,8 +1080,8 @@ class RedisStore:
         return sha
 
     def script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
-        """An `EVALSHA` of one of the scripts, on the run's five keys (`append`: see `append_ops`)."""
-        return ("EVALSHA", self.sha(name), 5, *self.keys(key), key, self.ttl_ms, *args)
+        """An `EVALSHA` of one of the scripts, on the run's six keys (`append`: see `append_ops`)."""
+        return ("EVALSHA", self.sha(name), 6, *self.keys(key), key, self.ttl_ms, *args)
 
     def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         """Run `ops` in one pipeline (one round trip); load the scripts once if Redis lost them."""
@@ -995,7 +1197,7 @@ class RedisStore:
         run, stream = self.keys(key)[:2]
         sha = self.sha("append")
         return [
-            ("EVALSHA", sha, 2, run, stream, token, self.maxlen, *lines[i : i + _APPEND_MAX])
+            ("EVALSHA", sha, 3, run, stream, self.changes_key, token, self.maxlen, *lines[i : i + _APPEND_MAX])
             for i in range(0, len(lines), _APPEND_MAX)
         ]
 

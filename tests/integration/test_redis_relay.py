@@ -326,18 +326,20 @@ def test_every_key_is_under_the_prefix_and_has_a_ttl(relay: RedisRelay, raw: Any
         wait_until(lambda: relay.status(failed) == "error", what="the failing run")
         keys = _keys_and_ttls(raw, prefix)
         # queued: queue_timeout + ttl; running: ttl + lease after the last renewal; ended: ttl
-        assert len(keys) == 3 + 4 + 2 + 1, keys  # (hash) x 3, running (hash, stream, lease, cancel list)...
+        # (hash) x 3, running (hash, stream, lease, cancel list), failed (hash, stream), runs, changes
+        assert len(keys) == 3 + 4 + 2 + 1 + 1, keys
         assert all(0 < ttl <= (300 + 3600) * 1000 for ttl in keys.values()), keys  # none left forever
         assert f"{prefix}:runs" in keys and f"{prefix}:{{{running}}}:lease" in keys
+        assert 0 < keys[f"{prefix}:changes"] <= 60_000  # a minute after the last write to a stream
         assert 0 < keys[f"{prefix}:{{{running}}}:lease"] <= 1400  # 0.7 lease (2 s), renewed every lease / 5
     finally:
         producer.release.set()
     wait_until(lambda: relay.status(running) == "completed", what="the run to end")
     keys = _keys_and_ttls(raw, prefix)
-    ended = {k: ttl for k, ttl in keys.items() if queued not in k and not k.endswith(":runs")}
+    ended = {k: ttl for k, ttl in keys.items() if queued not in k and not k.endswith((":runs", ":changes"))}
     assert ended and all(0 < ttl <= 3600 * 1000 for ttl in ended.values()), keys  # ttl once ended
     assert not any(k.endswith(":lease") for k in keys)  # released at the end
-    assert set(keys) <= {f"{prefix}:runs"} | {
+    assert set(keys) <= {f"{prefix}:runs", f"{prefix}:changes"} | {
         f"{prefix}:{{{k}}}:{part}" for k in (queued, cancelled, running, failed) for part in ("run", "events", "cancel")
     }
 
@@ -549,6 +551,52 @@ def test_a_subscriber_that_joins_a_blocked_hub_wakes_it(relay: RedisRelay) -> No
             idle.set()
             with pytest.raises(StopAsyncIteration):
                 await reader
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_lost_or_trimmed_changes_stream_costs_time_never_an_event(relay: RedisRelay, raw: Any, prefix: str) -> None:
+    """The loop's hub reads the runs named on `prefix:changes`: with that stream deleted and
+    trimmed under it all along, every subscriber still gets every event, in order, once (the hub
+    reads every followed run at least once a second; a subscriber looks itself after a read slice)."""
+    relay._redis_store.hub_block = 30.0  # no help from the end of the hub's blocking read
+    runs, tokens = 20, 30
+
+    async def go() -> None:
+        stop = asyncio.Event()
+
+        async def vandal() -> None:
+            n = 0
+            while not stop.is_set():
+                if n % 2:
+                    raw.delete(f"{prefix}:changes")
+                else:
+                    raw.xtrim(f"{prefix}:changes", maxlen=0)
+                n += 1
+                await asyncio.sleep(0.002)
+
+        def producer(i: int) -> Any:
+            async def produce(emit: Any) -> None:
+                for t in range(tokens):
+                    await asyncio.sleep(0.01)
+                    emit(f"{i}-{t}")
+
+            return produce
+
+        async def one(i: int) -> list[str | None]:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(i)), key=key)
+                return [e.text async for e in sub if e.kind == "token"]
+
+        vandalism = asyncio.ensure_future(vandal())
+        start = time.monotonic()
+        got = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(runs))), 60)
+        stop.set()
+        await vandalism
+        assert got == [[f"{i}-{t}" for t in range(tokens)] for i in range(runs)]
+        assert time.monotonic() - start < 20  # not the hub's 30 s block
         await relay.aclose()
 
     asyncio.run(go())
