@@ -15,6 +15,8 @@ Starts its own `redis-server` on a free loopback port (Debian's package), then:
    after the runs' TTL, round trips per run (the broker's hand-off left out).
 2. **Saturation**: the same across processes with no pacing (each producer yields to its loop
    between tokens): the most events/s this machine carries end to end.
+   Then 1. again with each process calling `gc.collect()` and `gc.freeze()` once started (a
+   server's choice at the end of its start-up): no full collection walks the imports' objects.
 3. **In one process** (the memory relay can only be compared there): producers and subscribers
    on one loop at the same pacing, `MemoryRelay` and `RedisRelay`, under both arrival patterns.
 4. 1,000 random resumes of finished runs (a random `after`, read to the end): 0 lost and
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -178,7 +181,6 @@ class Stalls:
     process waiting for a core), told apart from the waits of the relay's round trips."""
 
     def __init__(self) -> None:
-        import gc
 
         self.late: list[float] = []
         self.task = asyncio.get_running_loop().create_task(self.run())
@@ -200,7 +202,6 @@ class Stalls:
             self.late.append(time.perf_counter() - start - 0.005)
 
     def figures(self) -> dict[str, Any]:
-        import gc
 
         self.task.cancel()
         gc.callbacks.remove(self.collected)
@@ -229,6 +230,9 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     """Reserve each run, hand its key to a worker, follow it to its end."""
     relay = relay_of(args)
     control = control_client(args.url)
+    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/relay.md)
+        gc.collect()
+        gc.freeze()
     await control.rpush(READY, "web")
     while not await control.blpop([GO + ":web"], timeout=1):
         pass
@@ -289,6 +293,9 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
     """Take keys from the broker and run each (`arun`) as a task on this worker's loop."""
     relay = relay_of(args)
     control = control_client(args.url)
+    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/relay.md)
+        gc.collect()
+        gc.freeze()
     await control.rpush(READY, "worker")
     while not await control.blpop([GO + ":worker"], timeout=1):
         pass
@@ -373,8 +380,11 @@ def run_role(args: argparse.Namespace) -> dict[str, Any]:
         profile.dump_stats(args.profile)
 
 
-def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival: str) -> dict[str, Any]:
-    """One web process and `args.workers` worker processes, started and released together."""
+def across_processes(
+    args: argparse.Namespace, client: Any, gap: float, arrival: str, *, freeze: bool = False
+) -> dict[str, Any]:
+    """One web process and `args.workers` worker processes, started and released together;
+    `freeze`: each calls `gc.collect()` and `gc.freeze()` once started, as a server may."""
     client.delete(READY, JOBS, GO + ":web", GO + ":worker")
     common = [
         *("--url", args.url, "--runs", str(args.runs), "--tokens", str(args.tokens), "--gap", str(gap)),
@@ -382,11 +392,14 @@ def across_processes(args: argparse.Namespace, client: Any, gap: float, arrival:
         *("--arrival", arrival),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("BENCH_GC_FREEZE", None)
+    if freeze:
+        env["BENCH_GC_FREEZE"] = "1"
     procs = {
         name: subprocess.Popen(
             [
                 *(sys.executable, "-m", "benchmarks.relay_redis", "--role", name.split("-")[0], *common),
-                *profiled(f"{name}-{arrival if gap else 'unpaced'}"),
+                *profiled(f"{name}-{arrival if gap else 'unpaced'}{'-frozen' if freeze else ''}"),
             ],
             stdout=subprocess.PIPE,
             env=env,
@@ -500,8 +513,9 @@ async def resumes(relay: Any, count: int, tokens: int) -> dict[str, Any]:
 
 
 #: the benchmark's parts (`--only`): across processes with spread arrivals, with lockstep arrivals,
-#: unpaced; in one process (both arrivals, memory and redis); the resumes
-PARTS = ("across", "lockstep", "saturation", "one", "resumes")
+#: unpaced; the same paced runs with `gc.freeze()` after each process's start-up (both arrivals);
+#: in one process (both arrivals, memory and redis); the resumes
+PARTS = ("across", "lockstep", "saturation", "frozen", "one", "resumes")
 
 
 def main_parent(args: argparse.Namespace) -> dict[str, Any]:
@@ -534,6 +548,10 @@ def main_parent(args: argparse.Namespace) -> dict[str, Any]:
         if "saturation" in parts:
             out["saturation"] = across_processes(args, client, 0, "lockstep")
             print("saturation:", out["saturation"], file=sys.stderr)
+        out["frozen"] = {}
+        for arrival in ARRIVALS if "frozen" in parts else ():
+            out["frozen"][arrival] = across_processes(args, client, args.gap, arrival, freeze=True)
+            print(f"across processes, {arrival}, gc.freeze():", out["frozen"][arrival], file=sys.stderr)
 
         async def in_process() -> dict[str, Any]:
             got: dict[str, Any] = {}
@@ -581,6 +599,7 @@ def report(out: dict[str, Any]) -> str:
         ("paced, spread arrivals (real traffic)", out["across"].get("spread")),
         ("paced, lockstep arrivals (worst case)", out["across"].get("lockstep")),
         ("unpaced (saturation)", out.get("saturation")),
+        *((f"paced, {a} arrivals, gc.freeze() after start-up", r) for a, r in out.get("frozen", {}).items()),
     ]
     for name, r in settings:
         if r is None:
@@ -593,7 +612,8 @@ def report(out: dict[str, Any]) -> str:
             f"| {r['lost']} | {_failed(r)} |"
         )
     notes = []
-    for arrival, r in out["across"].items():
+    noted = [*out["across"].items(), *((f"{a}, gc.freeze()", r) for a, r in out.get("frozen", {}).items())]
+    for arrival, r in noted:
         notes.append(
             f"- {arrival}: lag p99 (ms) of each second (the runs' set-up all at once, then the steady state): "
             f"{r['lag_p99_ms_by_second']}; {r['commands_per_event']} commands executed per event (inside scripts "
@@ -641,7 +661,10 @@ def report(out: dict[str, Any]) -> str:
             f"burst of {out['runs']} events at once (lag then measures the time to drain a burst). Unpaced: each "
             "producer yields to its loop between tokens, so its tokens go in larger batches (the most events/s the "
             "machine carries end to end; hand-off of the keys included). Lag: a token's arrival at its subscriber "
-            "minus its emit time, written in the token's text (`time.perf_counter`, one clock for every process).",
+            "minus its emit time, written in the token's text (`time.perf_counter`, one clock for every process). "
+            "gc.freeze() after start-up: each process calls `gc.collect()` then `gc.freeze()` once started (what "
+            "a server can do at the end of its start-up, docs/relay.md): the objects of its imports are no longer "
+            "walked by the cycle collector, whose full collections otherwise stop a process for 50-150 ms.",
             "",
             *rows,
             "",
