@@ -50,7 +50,7 @@ import callstream.openai
 from adapters import validation
 from adapters.validation import ApiError, ChatRequest
 from callstream.errors import short_key
-from callstream.sse import asse, format_sse, sse
+from callstream.sse import asse, default_error_message, format_sse, sse
 from callstream.testing import ScriptedChatModel, agent_script
 
 logger = logging.getLogger("adapters")
@@ -397,18 +397,22 @@ def _retry() -> bytes:
     return f"retry: {RECONNECT_MS}\n\n".encode()
 
 
+def _gap_message(exc: BaseException) -> str:
+    """What a client is told: for a `StreamGap`, that the events after its last one are gone."""
+    if isinstance(exc, callstream.StreamGap):
+        return f"The events after the last one received are gone: {exc}."
+    return default_error_message(exc)
+
+
 def _gone(exc: callstream.StreamGap) -> bytes:
     """The answer to a stale or malformed `Last-Event-ID`: a 200 with one `error` event (an
     `EventSource` drops a non-200 answer without telling the page), never a silent restart."""
-    message = f"The events after this Last-Event-ID are gone: {exc}."
-    return format_sse(json.dumps({"type": "StreamGap", "message": message}), event="error")
+    return format_sse(json.dumps({"type": "StreamGap", "message": _gap_message(exc)}), event="error")
 
 
 def _subscribe(key: str, last_event_id: str | None, subscribe: Any) -> Any:
     """`relay().subscribe` or `asubscribe` for `GET /runs/{key}/stream`: the subscription, or the
     bytes of the error event when `Last-Event-ID` cannot be resumed; `ApiError` 404 for no such run."""
-    key = validation.run_key(key)
-    authorize(key, "stream")
     try:
         return subscribe(key, after=last_event_id or None)
     except callstream.StreamNotFound:
@@ -419,18 +423,30 @@ def _subscribe(key: str, last_event_id: str | None, subscribe: Any) -> Any:
 
 def run_sse(key: str, last_event_id: str | None) -> Iterator[bytes]:
     """`GET /runs/{key}/stream` for WSGI: the run's events from after `Last-Event-ID`, each with its `id:`."""
+    key = validation.run_key(key)
+    authorize(key, "stream")
     sub = _subscribe(key, last_event_id, relay().subscribe)
     if isinstance(sub, bytes):
         return iter([sub])
-    return tracked(_then(_retry(), sse(sub, heartbeat=HEARTBEAT)))
+    return tracked(_then(_retry(), sse(sub, heartbeat=HEARTBEAT, error_message=_gap_message)))
 
 
-def arun_sse(key: str, last_event_id: str | None) -> AsyncIterator[bytes]:
-    """The async twin of `run_sse`, for ASGI."""
+async def arun_sse(key: str, last_event_id: str | None) -> AsyncIterator[bytes]:
+    """The async twin of `run_sse`, for ASGI, awaited on the server's loop.
+
+    A `RedisRelay`'s `asubscribe` never blocks the loop: it checks the key and
+    `Last-Event-ID` at its first read. So the key is looked up here, awaited
+    (a 404 before any byte), and a stale id becomes the same `error` event
+    when the body starts.
+    """
+    key = validation.run_key(key)
+    authorize(key, "stream")
+    if await relay().astatus(key) is None:
+        raise _unknown_run(key)
     sub = _subscribe(key, last_event_id, relay().asubscribe)
     if isinstance(sub, bytes):
         return _aone(sub)
-    return atracked(_athen(_retry(), asse(sub, heartbeat=HEARTBEAT)))
+    return atracked(_athen(_retry(), asse(sub, heartbeat=HEARTBEAT, error_message=_gap_message)))
 
 
 def _then(first: bytes, body: Iterator[bytes]) -> Iterator[bytes]:

@@ -25,7 +25,7 @@ from ._astream import AsyncStream
 from ._core import Timeouts, _Core, _State
 from ._face import _BaseStream
 from ._memory_store import MemoryStore
-from ._relay_store import Batch, Outcome, RelayStatus, RelayStore
+from ._relay_store import Batch, Face, Outcome, RelayStatus, RelayStore
 from ._stream import Stream
 from ._summary import StreamStats, Summary
 from .events import Event
@@ -59,6 +59,15 @@ def _check_after(after: object) -> str | None:
     if after is not None and not isinstance(after, str):
         raise TypeError(f"after must be an event id (a str, such as event.id) or None, not {type(after).__name__}")
     return after
+
+
+def _in_loop() -> bool:
+    """Whether this thread runs an event loop (a blocking call here would stop it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _check_seconds(name: str, value: object, *, zero: bool = False, none: bool = False) -> Any:
@@ -470,11 +479,16 @@ class Relay:
     ) -> AsyncStream[Event]:
         """`subscribe` for event-loop code: an `AsyncStream` read by a task on the caller's loop.
 
-        A relay with an asyncio client only checks the key and `after` at the
-        first read (there is no loop to check them on here).
+        A relay that asks a server (`RedisRelay`) never blocks the caller's
+        loop: called from a coroutine, or with an asyncio client only, it
+        checks the key's syntax at the call, and raises `StreamNotFound` and
+        `StreamGap` at the first read. Await `astatus(key)` first to answer an
+        unknown key before anything else (a web app's 404).
         """
         self._store.need("async", "asubscribe")
-        key, after, timeouts = self._check_subscription(key, after, timeout, first_token_timeout, idle_timeout)
+        key, after, timeouts = self._check_subscription(
+            key, after, timeout, first_token_timeout, idle_timeout, face="async"
+        )
         core: _Core[Any]
 
         def follow(emit: Callable[[Any], None]) -> Any:
@@ -493,12 +507,14 @@ class Relay:
         timeout: float | None,
         first_token_timeout: float | None,
         idle_timeout: float | None,
+        face: Face = "sync",
     ) -> tuple[str, str | None, Timeouts | None]:
         key = check_key(key)
         after = _check_after(after)
         timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
-        if "sync" in self._store.faces:
-            self._store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
+        store = self._store
+        if "sync" in store.faces and not (face == "async" and store.shared and _in_loop()):
+            store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
         return key, after, timeouts
 
     def _follow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:

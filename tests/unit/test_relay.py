@@ -230,6 +230,45 @@ def test_unknown_keys_gaps_and_bad_arguments_are_clear(face: str, make_relay: An
     assert relay.status("unknown") is None
 
 
+def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(make_relay: Any) -> None:
+    # A thousand clients subscribing at once must not stop the loop for a round trip each:
+    # a RedisRelay called from a coroutine checks only the key's syntax at the call, the rest
+    # at the first read (awaited); `astatus` answers an unknown key first. A MemoryRelay asks
+    # nothing over the network: it checks everything at the call, as `subscribe` does.
+    relay = make_relay()
+    key = published(relay, Counter(3))
+    finished(relay, key)
+
+    async def go() -> list[Any]:
+        outcomes: list[Any] = [await relay.astatus("nope-not-a-key"), await relay.astatus(key)]
+        for bad_key, after in (("nope-not-a-key", None), (key, "x"), (key, "99")):
+            try:
+                sub = relay.asubscribe(bad_key, after=after)
+            except (StreamNotFound, StreamGap) as exc:
+                outcomes.append(("at the call", type(exc)))
+                continue
+            with pytest.raises((StreamNotFound, StreamGap)) as info:
+                async with sub:
+                    async for _ in sub:
+                        pass
+            outcomes.append(("at the first read", info.type))
+        with pytest.raises(ValueError, match="printable"):
+            relay.asubscribe("a b")  # syntax: at the call, on every relay
+        async with relay.asubscribe(key, after="1") as sub:
+            outcomes.append([e.text async for e in sub])
+        return outcomes
+
+    where = "at the call" if isinstance(relay, MemoryRelay) else "at the first read"
+    assert asyncio.run(go()) == [
+        None,
+        "completed",
+        (where, StreamNotFound),
+        (where, StreamGap),
+        (where, StreamGap),
+        ["t1", "t2"],
+    ]
+
+
 def test_publish_checks_the_stream_and_the_key(make_relay: Any) -> None:
     relay = make_relay()
     with pytest.raises(TypeError, match="apublish"):

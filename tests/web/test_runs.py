@@ -120,7 +120,11 @@ def test_an_unknown_key_is_a_404_that_names_the_other_worker_processes(app: AppS
 def test_a_stale_or_malformed_last_event_id_is_an_error_event(app: AppServer, last: str) -> None:
     # An EventSource drops a non-200 answer without a word: a 200 whose one event says why.
     one_process(app)
-    key = start(app, agent="chain", q="[[tokens=3,delay_ms=1]] hi")
+    check_stale_id(app, start(app, agent="chain", q="[[tokens=3,delay_ms=1]] hi"), last)
+
+
+def check_stale_id(app: AppServer, key: str, last: str) -> None:
+    """The run's stream with `Last-Event-ID: last` is a 200 whose one event is a `StreamGap` error."""
     headers = [(b"Last-Event-ID", last.encode("utf-8"))]
     response = httpx.get(f"{app.url}/runs/{key}/stream", headers=headers, timeout=10)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")

@@ -24,7 +24,7 @@ from httpx_sse import connect_sse
 from callstream.testing import OpenAIServer
 from tests.web.servers import BIN, ROOT, AppServer
 from tests.web.test_apps import tag
-from tests.web.test_runs import frames, read, start, text_of
+from tests.web.test_runs import check_stale_id, frames, read, start, text_of
 
 LEASE = 1.0
 pytestmark = pytest.mark.timeout(90)  # the stack's start: redis-server, two uvicorn apps, a Celery worker
@@ -172,6 +172,21 @@ def test_a_killed_worker_is_reported_within_the_lease(stack: dict[str, Any], wor
     assert last.event == "error" and json.loads(last.data)["type"] == "ProducerLost", last.data
     assert waited < LEASE + 1.5, waited
     assert httpx.get(f"{first.url}/runs/{quote(key)}/stream", timeout=10).text.count("ProducerLost") == 1
+
+
+def test_unknown_keys_and_stale_ids_are_answered_without_blocking_the_loop(
+    stack: dict[str, Any], worker: Worker
+) -> None:
+    # The app's loop awaits Redis (astatus, then the subscription's first read): still a 404
+    # before any byte for an unknown key, and one `error` event for a stale or malformed id.
+    app = stack["apps"][0]
+    response = httpx.get(f"{app.url}/runs/{'k' * 22}/stream", timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "run_not_found"
+    key = start(app, agent="chain", q="[[tokens=3,delay_ms=1]] hi")
+    whole = read(app, key)
+    assert whole[-1][2] == {"status": "completed"}
+    for last in ("999999", "abc", "-1"):
+        check_stale_id(app, key, last)
 
 
 def test_four_worker_processes_share_their_runs_on_redis(redis_server: Any, openai_server: OpenAIServer) -> None:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -132,7 +133,8 @@ def start_run(request: HttpRequest) -> HttpResponse:
 def run_stream(request: HttpRequest, key: str) -> StreamingHttpResponse:
     """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
     last = request.headers.get("Last-Event-ID")
-    body = shared.arun_sse(key, last) if isinstance(request, ASGIRequest) else shared.run_sse(key, last)
+    # Under ASGI this view runs in a thread: the async body is made on the server's loop.
+    body = async_to_sync(shared.arun_sse)(key, last) if isinstance(request, ASGIRequest) else shared.run_sse(key, last)
     return StreamingHttpResponse(body, headers=SSE_HEADERS)
 
 
