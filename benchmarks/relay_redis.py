@@ -230,7 +230,7 @@ async def web_role(args: argparse.Namespace) -> dict[str, Any]:
     """Reserve each run, hand its key to a worker, follow it to its end."""
     relay = relay_of(args)
     control = control_client(args.url)
-    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/relay.md)
+    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/performance.md)
         gc.collect()
         gc.freeze()
     await control.rpush(READY, "web")
@@ -293,7 +293,7 @@ async def worker_role(args: argparse.Namespace) -> dict[str, Any]:
     """Take keys from the broker and run each (`arun`) as a task on this worker's loop."""
     relay = relay_of(args)
     control = control_client(args.url)
-    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/relay.md)
+    if os.environ.get("BENCH_GC_FREEZE"):  # as a server would after its start-up (see docs/performance.md)
         gc.collect()
         gc.freeze()
     await control.rpush(READY, "worker")
@@ -670,7 +670,7 @@ def report(out: dict[str, Any]) -> str:
             "machine carries end to end; hand-off of the keys included). Lag: a token's arrival at its subscriber "
             "minus its emit time, written in the token's text (`time.perf_counter`, one clock for every process). "
             "gc.freeze() after start-up: each process calls `gc.collect()` then `gc.freeze()` once started (what "
-            "a server can do at the end of its start-up, docs/relay.md): the objects of its imports are no longer "
+            "a server can do at the end of its start-up, docs/performance.md): the objects of its imports are no longer "
             "walked by the cycle collector, whose full collections otherwise stop a process for 50-150 ms.",
             "",
             *rows,
