@@ -319,7 +319,18 @@ def authorize(key: str, action: str) -> None:
     when `POST /runs` starts one (the session's user id beside the key) and raise
     `ApiError(404, ...)` here when the caller is someone else: a 404, not a 403, so
     that a stranger learns nothing about which keys exist.
+
+    Where it runs: in a worker thread under WSGI and in Django's views (ASGI
+    too), but on the event loop in the FastAPI app: there, a lookup must not
+    block (await it in the endpoint instead).
     """
+
+
+def stream_key(key: str) -> str:
+    """The key of `GET /runs/{key}/stream`, checked (`ApiError` 404) and authorized."""
+    key = validation.run_key(key)
+    authorize(key, "stream")
+    return key
 
 
 def run_input(req: validation.RunRequest) -> tuple[Runnable[Any, Any], Any, Any]:
@@ -423,8 +434,7 @@ def _subscribe(key: str, last_event_id: str | None, subscribe: Any) -> Any:
 
 def run_sse(key: str, last_event_id: str | None) -> Iterator[bytes]:
     """`GET /runs/{key}/stream` for WSGI: the run's events from after `Last-Event-ID`, each with its `id:`."""
-    key = validation.run_key(key)
-    authorize(key, "stream")
+    key = stream_key(key)
     sub = _subscribe(key, last_event_id, relay().subscribe)
     if isinstance(sub, bytes):
         return iter([sub])
@@ -432,15 +442,13 @@ def run_sse(key: str, last_event_id: str | None) -> Iterator[bytes]:
 
 
 async def arun_sse(key: str, last_event_id: str | None) -> AsyncIterator[bytes]:
-    """The async twin of `run_sse`, for ASGI, awaited on the server's loop.
+    """The async twin of `run_sse`, for ASGI, awaited on the server's loop; `key` from `stream_key`.
 
     A `RedisRelay`'s `asubscribe` never blocks the loop: it checks the key and
     `Last-Event-ID` at its first read. So the key is looked up here, awaited
     (a 404 before any byte), and a stale id becomes the same `error` event
     when the body starts.
     """
-    key = validation.run_key(key)
-    authorize(key, "stream")
     if await relay().astatus(key) is None:
         raise _unknown_run(key)
     sub = _subscribe(key, last_event_id, relay().asubscribe)

@@ -158,6 +158,7 @@ async def start_run(request: Request) -> Response:
 @app.api_route("/runs/{key}/stream", methods=GET)
 async def run_stream(request: Request, key: str) -> Response:
     """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
+    key = shared.stream_key(key)
     body = await shared.arun_sse(key, request.headers.get("Last-Event-ID"))  # a 404 before any byte is sent
     if request.method == "HEAD":
         await body.aclose()  # type: ignore[attr-defined]

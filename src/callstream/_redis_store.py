@@ -391,6 +391,8 @@ _HUB_FULL_EVERY: Final = 1.0
 #: A subscriber that follows a run through the hub inspects it (status, lost producer, watching)
 #: at least this often, and whenever the hub had nothing for it during a read slice.
 _CHECK_EVERY: Final = 1.0
+#: how late a hub may end a follower's wait (its sweeps batch the waits' deadlines)
+_SWEEP_SLACK: Final = 0.01
 
 
 def _pack_python(ops: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
@@ -442,9 +444,17 @@ async def _send(connection: Any, data: bytes) -> None:
                 await writer.drain()
     except (OSError, TimeoutError) as exc:
         from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):  # as redis-py says it
+            raise RedisTimeoutError("Timeout writing to socket") from exc
         raise RedisConnectionError(f"Error while writing to Redis: {exc!r}") from exc
+    except BaseException:
+        # A cancel mid-write leaves part of a command on the socket: the connection
+        # must never carry another (redis-py's send_packed_command does the same).
+        await connection.disconnect(nowait=True)
+        raise
 
 
 @contextlib.asynccontextmanager
@@ -596,26 +606,30 @@ class _Hub:
         elif self.reading is not None and follower.stream in self.dirty and follower not in self.reading:
             self.wake()
 
-    def sweep_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A follower waits: a sweep ends its wait when its deadline passes (one timer for all
-        the waits, not one each: a timer made and cancelled per event costs the loop dearly)."""
-        if self.sweeper is None:
-            self.sweeper = loop.call_later(self.store.read_slice / 4, self.sweep, loop)
+    def sweep_soon(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """A follower waits until `deadline` (the loop's time): a sweep ends its wait then, at
+        most `_SWEEP_SLACK` late (one timer for all the waits, not one each: a timer made and
+        cancelled per event costs the loop dearly)."""
+        sweeper = self.sweeper
+        if sweeper is None or deadline + _SWEEP_SLACK < sweeper.when():
+            if sweeper is not None:
+                sweeper.cancel()
+            self.sweeper = loop.call_at(max(deadline, loop.time() + _SWEEP_SLACK), self.sweep, loop)
 
     def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wake the followers whose wait is over; again in a while if others still wait."""
+        """Wake the followers whose wait is over; again at the next deadline if others still wait."""
         self.sweeper = None
         now = loop.time()
-        waiting = False
+        nearest = math.inf
         for group in self.followers.values():
             for follower in group:
                 if follower.waiter is not None:
                     if now >= follower.deadline:
                         follower.wake()
                     else:
-                        waiting = True
-        if waiting:
-            self.sweep_soon(loop)
+                        nearest = min(nearest, follower.deadline)
+        if nearest < math.inf:
+            self.sweep_soon(loop, nearest)
 
     def wake(self) -> None:
         """Streams wait to be read: end the blocking read in flight."""
@@ -814,7 +828,7 @@ class _HubReader:
             follower.waiter = waiter = loop.create_future()
             follower.deadline = loop.time() + min(wait, store.read_slice)
             self.hub.resume(follower)
-            self.hub.sweep_soon(loop)
+            self.hub.sweep_soon(loop, follower.deadline)
             try:
                 await waiter
             finally:

@@ -212,6 +212,36 @@ def own_server() -> Iterator[RedisServer]:
     server.close()
 
 
+def test_a_write_cancelled_halfway_drops_its_connection(own_server: RedisServer) -> None:
+    # A write the socket could not take at once is awaited; cancelled then, part of the
+    # command is on the wire: that connection must never carry another command.
+    import os
+    import signal
+
+    from callstream._redis_store import _send
+
+    async def go() -> bool:
+        client = redis.asyncio.Redis.from_url(own_server.url)
+        connection = await client.connection_pool.get_connection()
+        assert own_server.proc is not None
+        os.kill(own_server.proc.pid, signal.SIGSTOP)  # it reads nothing: the socket's buffers fill
+        try:
+            payload = b"x" * (64 << 20)
+            command = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n" % (len(payload), payload)
+            write = asyncio.ensure_future(_send(connection, command))
+            await asyncio.sleep(0)  # it wrote what the socket took, and waits to write the rest
+            assert not write.done()
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            return bool(connection.is_connected)
+        finally:
+            os.kill(own_server.proc.pid, signal.SIGCONT)
+            await client.aclose()
+
+    assert asyncio.run(go()) is False
+
+
 def test_a_redis_restart_mid_stream_is_an_error_for_both_sides_then_runs_publish_again(own_server: RedisServer) -> None:
     relay = RedisRelay(own_server.url, prefix="restart", lease=1.0)
     producer = Counter(100_000, delay=0.002)
@@ -560,21 +590,21 @@ def test_a_lost_or_trimmed_changes_stream_costs_time_never_an_event(relay: Redis
     """The loop's hub reads the runs named on `prefix:changes`: with that stream deleted and
     trimmed under it all along, every subscriber still gets every event, in order, once (the hub
     reads every followed run at least once a second; a subscriber looks itself after a read slice)."""
-    relay._redis_store.hub_block = 30.0  # no help from the end of the hub's blocking read
+    relay._redis_store.hub_block = 30.0  # a quiet loop's hub would wait that long for a change
     runs, tokens = 20, 30
+    removed = [0]  # changes the vandal took away (deleted or trimmed)
 
     async def go() -> None:
-        stop = asyncio.Event()
+        stop = threading.Event()
 
-        async def vandal() -> None:
+        def vandal() -> None:  # a thread of its own: its blocking calls never stall the loop
             n = 0
-            while not stop.is_set():
+            while not stop.wait(0.002):
                 if n % 2:
-                    raw.delete(f"{prefix}:changes")
+                    removed[0] += raw.xlen(f"{prefix}:changes") * raw.delete(f"{prefix}:changes")
                 else:
-                    raw.xtrim(f"{prefix}:changes", maxlen=0)
+                    removed[0] += raw.xtrim(f"{prefix}:changes", maxlen=0)
                 n += 1
-                await asyncio.sleep(0.002)
 
         def producer(i: int) -> Any:
             async def produce(emit: Any) -> None:
@@ -590,13 +620,17 @@ def test_a_lost_or_trimmed_changes_stream_costs_time_never_an_event(relay: Redis
                 await relay.apublish(callstream.afrom_callback(producer(i)), key=key)
                 return [e.text async for e in sub if e.kind == "token"]
 
-        vandalism = asyncio.ensure_future(vandal())
+        vandalism = threading.Thread(target=vandal)
+        vandalism.start()
         start = time.monotonic()
-        got = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(runs))), 60)
-        stop.set()
-        await vandalism
+        try:
+            got = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(runs))), 60)
+        finally:
+            stop.set()
+            vandalism.join(10)
         assert got == [[f"{i}-{t}" for t in range(tokens)] for i in range(runs)]
         assert time.monotonic() - start < 20  # not the hub's 30 s block
+        assert removed[0] > 0  # changes were taken away while the runs went on
         await relay.aclose()
 
     asyncio.run(go())

@@ -230,7 +230,9 @@ def test_unknown_keys_gaps_and_bad_arguments_are_clear(face: str, make_relay: An
     assert relay.status("unknown") is None
 
 
-def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(make_relay: Any) -> None:
+def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(
+    make_relay: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A thousand clients subscribing at once must not stop the loop for a round trip each:
     # a RedisRelay called from a coroutine checks only the key's syntax at the call, the rest
     # at the first read (awaited); `astatus` answers an unknown key first. A MemoryRelay asks
@@ -238,6 +240,18 @@ def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(make_relay:
     relay = make_relay()
     key = published(relay, Counter(3))
     finished(relay, key)
+    store, blocking = relay._store, []
+    read = store.read
+
+    def watched_read(*args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            blocking.append(args)
+        except RuntimeError:
+            pass
+        return read(*args)
+
+    monkeypatch.setattr(store, "read", watched_read)
 
     async def go() -> list[Any]:
         outcomes: list[Any] = [await relay.astatus("nope-not-a-key"), await relay.astatus(key)]
@@ -258,7 +272,8 @@ def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(make_relay:
             outcomes.append([e.text async for e in sub])
         return outcomes
 
-    where = "at the call" if isinstance(relay, MemoryRelay) else "at the first read"
+    memory = isinstance(relay, MemoryRelay)
+    where = "at the call" if memory else "at the first read"
     assert asyncio.run(go()) == [
         None,
         "completed",
@@ -267,6 +282,8 @@ def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(make_relay:
         (where, StreamGap),
         ["t1", "t2"],
     ]
+    # the blocking reads made on the loop: the memory relay's (no I/O), never Redis's
+    assert len(blocking) == (4 if memory else 0)
 
 
 def test_publish_checks_the_stream_and_the_key(make_relay: Any) -> None:

@@ -174,11 +174,10 @@ def test_a_killed_worker_is_reported_within_the_lease(stack: dict[str, Any], wor
     assert httpx.get(f"{first.url}/runs/{quote(key)}/stream", timeout=10).text.count("ProducerLost") == 1
 
 
-def test_unknown_keys_and_stale_ids_are_answered_without_blocking_the_loop(
-    stack: dict[str, Any], worker: Worker
-) -> None:
-    # The app's loop awaits Redis (astatus, then the subscription's first read): still a 404
-    # before any byte for an unknown key, and one `error` event for a stale or malformed id.
+def test_unknown_keys_and_stale_ids_are_answered_as_with_a_memory_relay(stack: dict[str, Any], worker: Worker) -> None:
+    # The app's loop awaits Redis (astatus, then the subscription's first read, never a blocking
+    # check: test_relay.py): still a 404 before any byte for an unknown key, and one `error`
+    # event for a stale or malformed id.
     app = stack["apps"][0]
     response = httpx.get(f"{app.url}/runs/{'k' * 22}/stream", timeout=10)
     assert response.status_code == 404 and response.json()["error"]["code"] == "run_not_found"

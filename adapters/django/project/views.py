@@ -133,8 +133,11 @@ def start_run(request: HttpRequest) -> HttpResponse:
 def run_stream(request: HttpRequest, key: str) -> StreamingHttpResponse:
     """The run's events, resumed after `Last-Event-ID` when the browser reconnects."""
     last = request.headers.get("Last-Event-ID")
-    # Under ASGI this view runs in a thread: the async body is made on the server's loop.
-    body = async_to_sync(shared.arun_sse)(key, last) if isinstance(request, ASGIRequest) else shared.run_sse(key, last)
+    if not isinstance(request, ASGIRequest):
+        return StreamingHttpResponse(shared.run_sse(key, last), headers=SSE_HEADERS)
+    # Under ASGI this view runs in a thread: the key is checked and authorized here (a blocking
+    # lookup may), the async body is made on the server's loop.
+    body = async_to_sync(shared.arun_sse)(shared.stream_key(key), last)
     return StreamingHttpResponse(body, headers=SSE_HEADERS)
 
 
