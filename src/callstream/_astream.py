@@ -216,8 +216,9 @@ class AsyncStream(_BaseStream[T]):
         Raises:
             RuntimeError: the stream itself was already iterated.
         """
-        self._claim("tokens")
-        return self._tokens(AnswerFilter(holdback) if answer_only else None)
+        answers = AnswerFilter(holdback) if answer_only else None
+        self._claim_tokens(answers)
+        return self._tokens(answers)
 
     async def _tokens(self, answers: AnswerFilter | None) -> AsyncGenerator[str, None]:
         # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
@@ -232,21 +233,23 @@ class AsyncStream(_BaseStream[T]):
                     while buf:
                         item = buf.popleft()
                         self._delivered += 1
-                        if item.kind == "token" and (text := item.text):  # Events only: a runnable's
+                        # a runnable's: a token's text alone (`_Core.texts_only`), or an Event
+                        text = item if type(item) is str else item.text if item.kind == "token" else None
+                        if text:
                             parts.append(text)
                             yield text
                     item = None  # the last event is not held while the model runs
-                    if core.worker_done or core.stopping or core.pull is None:
-                        break
-                    # `PullWorker.astep`, inlined: no coroutine per token
+                    # `PullWorker.astep`, inlined: no coroutine per token. Nothing to step
+                    # (the run ended, is stopping, or was handed to a worker): the general way.
                     step = pull.begin(core, None)
-                    if step is not None:
-                        try:
-                            await step
-                        except BaseException as exc:
-                            pull.failed(core, exc)
-                        else:
-                            pull.stepped(core)
+                    if step is None:
+                        break
+                    try:
+                        await step
+                    except BaseException as exc:
+                        pull.failed(core, exc)
+                    else:
+                        pull.stepped(core)
             while True:
                 try:
                     batch = await self._next_batch()

@@ -107,6 +107,10 @@ class _Core(Generic[R]):
         #: deadline hit while the buffer was empty)
         self.stopping = False
         self.error_delivered = False
+        #: the consumer reads only the text of token items (`tokens()` with no answer
+        #: filter, over a sink that shows its items to no one): a runnable's handler
+        #: then puts a token's text as the item (a `str`), not its `Event`
+        self.texts_only = False
         #: set by a producer that returned because a LangGraph graph paused on
         #: an interrupt: it ends "interrupted" rather than "completed"
         self.interrupted = False

@@ -16,7 +16,7 @@ from ._answer import AnswerFilter
 from ._core import Status, _Core, _State, add_note
 from ._summary import Summary
 from .events import Event, token_text
-from .sinks import DequeSink, SinkStatistics
+from .sinks import DequeSink, QueueSink, SinkStatistics
 
 __all__ = ("EMPTY", "IDLE", "_BaseStream")
 
@@ -26,6 +26,10 @@ EMPTY: Final[deque[Any]] = deque()
 
 #: What the private idle-aware iterators yield when a heartbeat is due.
 IDLE: Final = object()
+
+#: The sinks whose items only the consumer sees (no user hook looks at them):
+#: `tokens()` may have token texts put in them instead of events (`_Core.texts_only`).
+_TEXT_SINKS: Final = (DequeSink, QueueSink)
 
 
 class _BaseStream(Generic[T]):
@@ -130,6 +134,14 @@ class _BaseStream(Generic[T]):
                 "iterate either the stream (events) or its tokens(), not both: "
                 "each item is delivered once, so mixing them would split the stream"
             )
+
+    def _claim_tokens(self, answers: AnswerFilter | None) -> None:
+        """Claim the stream for `tokens()`. Without an answer filter, and over a sink
+        of ours that neither drops nor merges, only the text of token items is read:
+        the producer may then put a token's text instead of its `Event`."""
+        self._claim("tokens")
+        if answers is None and type(self._core.sink) in _TEXT_SINKS:
+            self._core.texts_only = True
 
     def _texts(self, batch: deque[Any], answers: AnswerFilter | None) -> Iterator[Any]:
         """One batch's worth of `tokens()`: every item counted, its token text

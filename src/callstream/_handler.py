@@ -136,11 +136,15 @@ class Put:
 
 
 class _Stops(Protocol):
-    """What the handler asks of its stream: whether it is stopping (the core;
-    an attribute, not a closure: one object fewer per stream)."""
+    """What the handler asks of its stream (the core; attributes, not closures:
+    one object fewer per stream): whether it is stopping, and whether its
+    consumer reads the token text alone (see `_Core.texts_only`)."""
 
     @property
     def stopping(self) -> bool: ...
+
+    @property
+    def texts_only(self) -> bool: ...
 
 
 class CallbackHandler(BaseCallbackHandler):
@@ -154,6 +158,8 @@ class CallbackHandler(BaseCallbackHandler):
 
     run_inline = True  # keep callback order in async callback managers
     raise_error = True  # an error in here must never make a token vanish silently
+    # LangChain reads it before each token callback: a class attribute, not the base's property
+    ignore_llm = False
 
     def __init__(
         self,
@@ -306,10 +312,12 @@ class CallbackHandler(BaseCallbackHandler):
         chunk: Any = None,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,  # named, as LangChain passes it: no search for it per token
         **kwargs: Any,
     ) -> None:
         # Per token, so: the last run looked up is kept (LangChain passes the same
-        # UUID object for each token of a run), and the Event is built as the tuple
+        # UUID object for each token of a run); when `tokens()` alone reads the
+        # stream, the item is the text itself; else the Event is built as the tuple
         # it is, from the run's own first six fields.
         if run_id is self._last_id:
             run = self._last_run
@@ -332,6 +340,9 @@ class CallbackHandler(BaseCallbackHandler):
             text = chunk.text
         if text:  # an empty closing chunk or a tool-call chunk is not a token of text
             self.stats.on_token()
+        if type(text) is str and self._stream.texts_only:
+            self._tokens.put(text)  # no Event, no dict: `tokens()` reads nothing else of it
+            return
         tail = ({"chunk": piece}, text, piece, run.run_type, "")
         self._tokens.put(_new_event(Event, run[:6] + tail))  # no list built, no tuple kept per run
 

@@ -186,8 +186,9 @@ class Stream(_BaseStream[T]):
         Raises:
             RuntimeError: the stream itself was already iterated.
         """
-        self._claim("tokens")
-        return self._tokens(AnswerFilter(holdback) if answer_only else None)
+        answers = AnswerFilter(holdback) if answer_only else None
+        self._claim_tokens(answers)
+        return self._tokens(answers)
 
     def _tokens(self, answers: AnswerFilter | None) -> Generator[str, None, None]:
         # Only the waiting is this face's: the batch is `_BaseStream._texts`'s.
@@ -202,7 +203,9 @@ class Stream(_BaseStream[T]):
                     while buf:
                         item = buf.popleft()
                         self._delivered += 1
-                        if item.kind == "token" and (text := item.text):  # Events only: a runnable's
+                        # a runnable's: a token's text alone (`_Core.texts_only`), or an Event
+                        text = item if type(item) is str else item.text if item.kind == "token" else None
+                        if text:
                             parts.append(text)
                             yield text
                     item = None  # the last event is not held while the model runs

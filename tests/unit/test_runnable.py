@@ -25,7 +25,7 @@ from callstream import Event
 from callstream.sinks import SinkName
 from callstream.testing import ScriptedChatModel, ScriptedLLM, agent_script, tool_call
 from tests.conftest import wait_for_no_workers
-from tests.helpers import drain_into
+from tests.helpers import drain_into, run_tokens
 
 # -- helpers: one body for both faces ------------------------------------------
 
@@ -351,6 +351,26 @@ def test_list_content_and_tool_call_chunks_lose_no_text() -> None:
     stream = callstream.iter_callbacks(model, "hi")
     text = "".join(stream.tokens())
     assert text == "Hello" == stream.output.text
+
+
+@pytest.mark.parametrize("sink", ["queue", "deque", "bounded"])
+def test_tokens_whatever_the_items_carry(face: str, sink: SinkName) -> None:
+    # tokens() without an answer filter reads the text alone: over a sink of ours a
+    # token's item may be its text, not its Event; a sink with hooks still gets Events.
+    seen: list[Any] = []
+
+    def droppable(item: Any) -> bool:
+        seen.append(item)
+        return False  # keep everything
+
+    chain = ChatPromptTemplate.from_template("say {x}") | ScriptedChatModel(responses=["A B C"]) | StrOutputParser()
+    for runnable, input in ((chain, {"x": 1}), (ScriptedChatModel(responses=["A B C"]), "hi")):
+        sink_: Any = callstream.BoundedSink(1, "drop_newest", droppable=droppable) if sink == "bounded" else sink
+        stream = stream_for(face, runnable, input, sink=sink_)
+        assert run_tokens(face, stream) == list("A B C")
+        assert stream.text == "A B C" and stream.summary.tokens == 5 and stream.status == "completed"
+    if sink == "bounded":
+        assert seen and all(type(item) is Event for item in seen)
 
 
 # -- cancellation and timeouts ------------------------------------------------------------
