@@ -1,7 +1,10 @@
 """Section `langchain`: tokens/s of one unpaced stream, callstream against native streaming and the peers.
 
 One stream of `n` tokens (10,000 in `make bench`) from a model with no pacing:
-the cost per token of each way to get them. `vs_native` compares with
+the cost per token of each way to get them. The floor rows run the model with
+a no-op handler that implements the streaming-handler protocol: what
+LangChain's dispatch of each token to one more handler costs, which any
+callback approach pays. `vs_native` compares with
 `model.stream()`; the async rows also with `model.astream()` (`vs_native_astream`).
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 import callstream
 from benchmarks.harness import Rows, median_times
 from benchmarks.reliability import recipe_with_timeout
+from benchmarks.scale import TapHandler
 from callstream.sinks import SinkName
 from callstream.testing import ScriptedChatModel
 
@@ -30,6 +34,11 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
 
     def native() -> None:
         for _ in model.stream("hi"):
+            pass
+
+    def floor() -> None:
+        # the floor of any callback approach: LangChain's dispatch of each token to one no-op handler
+        for _ in model.stream("hi", {"callbacks": [TapHandler()]}):
             pass
 
     def ours(sink: SinkName) -> Callable[[], None]:
@@ -88,6 +97,13 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
 
         asyncio.run(go())
 
+    def floor_async() -> None:
+        async def go() -> None:
+            async for _ in model.astream("hi", {"callbacks": [TapHandler()]}):
+                pass
+
+        asyncio.run(go())
+
     def aiter_ours(sink: SinkName) -> Callable[[], None]:
         def run() -> None:
             async def go() -> None:
@@ -108,6 +124,7 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
     # (row, run, async): the async rows are also compared with native astream()
     cases: list[tuple[str, Callable[[], None], bool]] = [
         ("native model.stream()", native, False),
+        ("model.stream() + no-op tap handler (floor)", floor, False),
         ("iter_callbacks, QueueSink", ours("queue"), False),
         ("iter_callbacks, DequeSink", ours("deque"), False),
         ("iter_callbacks, BoundedSink", ours("bounded"), False),
@@ -116,6 +133,7 @@ def langchain_rows(n: int, repeats: int) -> list[dict[str, Any]]:
         ("iter_callbacks on prompt | model | parser, DequeSink", ours_chain, False),
         ('LangGraph stream_mode="messages", one node', langgraph_messages, False),
         ("native model.astream()", native_async, True),
+        ("model.astream() + no-op tap handler (floor)", floor_async, True),
         ("aiter_callbacks, QueueSink", aiter_ours("queue"), True),
         ("aiter_callbacks, DequeSink", aiter_ours("deque"), True),
         ("astream_events(v2) on the model", astream_events_model, True),

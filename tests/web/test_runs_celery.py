@@ -188,6 +188,26 @@ def test_unknown_keys_and_stale_ids_are_answered_as_with_a_memory_relay(stack: d
         check_stale_id(app, key, last)
 
 
+@pytest.mark.parametrize("kind", ["django-gunicorn-gthread", "django-uvicorn-asgi", "flask-gunicorn-gthread"])
+def test_the_other_apps_enqueue_and_serve_runs_on_redis(
+    stack: dict[str, Any], worker: Worker, openai_server: OpenAIServer, kind: str
+) -> None:
+    # The same Redis mode in Django (WSGI and ASGI) and Flask: the worker runs it, the app
+    # serves it and resumes it; an unknown key is a 404, a stale id one `error` event.
+    app = AppServer(kind, openai_server.base_url, env=stack["env"]).start()
+    try:
+        key = start(app, agent="chain", q="[[tokens=8,delay_ms=1]] hi")
+        whole = read(app, key)
+        assert whole[-1][2] == {"status": "completed"} and text_of(whole).count(" ") >= 7
+        assert read(app, key, whole[2][1])[:-1] == whole[3:-1]
+        response = httpx.get(f"{app.url}/runs/{'k' * 22}/stream", timeout=10)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "run_not_found"
+        check_stale_id(app, key, "999999")
+    finally:
+        app.stop()
+    assert "callstream.run" in "".join(worker.lines)
+
+
 def test_four_worker_processes_share_their_runs_on_redis(redis_server: Any, openai_server: OpenAIServer) -> None:
     # The setup where a MemoryRelay answers 404 (test_runs.py skips it): gunicorn -w 4, here on Redis
     env = {**stack_env(redis_server.url, openai_server), "CALLSTREAM_CELERY": ""}
