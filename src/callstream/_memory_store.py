@@ -17,7 +17,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from ._relay_store import ENDED, RETRYABLE, Batch, LocalStore, Outcome, RelayStatus
+from ._relay_store import ENDED, RETRYABLE, Batch, LocalStore, Outcome, RelayStatus, event_position
 from .errors import ProducerLost, RelayFull, StreamGap, StreamNotFound, short_key
 from .events import Event
 
@@ -237,9 +237,7 @@ class MemoryStore(LocalStore):
                     f"(maxlen={self.maxlen}); the oldest kept event follows id {run.first - 1}"
                 )
             return 0
-        if not (after.isascii() and after.isdigit()) or len(after) > 18:
-            raise StreamGap(f"{after[:40]!r} is not an event id of this relay (ids are '1', '2', ...)")
-        position = int(after)
+        position = event_position(after)
         if position > run.last:
             raise StreamGap(f"no event {after!r} was issued under {short_key(key)!r} (the last is {run.last})")
         if position < run.first - 1:

@@ -61,7 +61,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from time import monotonic, sleep
 from typing import Any, Final
 
-from ._relay_store import Batch, Face, Outcome, RelayStatus
+from ._relay_store import Batch, Face, Outcome, RelayStatus, event_position
 from ._wire import dump_event, dump_outcome, error_text, load_event, load_outcome
 from .errors import ProducerLost, RelayFull, StreamGap, StreamNotFound, short_key
 from .events import Event
@@ -1322,11 +1322,7 @@ class RedisStore:
     # -- the subscriber side ----------------------------------------------------------
 
     def _position(self, key: str, after: str | None) -> int:
-        if after is None:
-            return 0
-        if not (after.isascii() and after.isdigit()) or len(after) > 18:
-            raise StreamGap(f"{after[:40]!r} is not an event id of this relay (ids are '1', '2', ...)")
-        return int(after)
+        return 0 if after is None else event_position(after)
 
     def read_ops(self, key: str, position: int, wait: float, limit: int) -> list[tuple[Any, ...]]:
         xread: tuple[Any, ...] = ("XREAD", "COUNT", max(limit, 1))

@@ -25,7 +25,7 @@ from ._astream import AsyncStream
 from ._core import Timeouts, _Core, _State
 from ._face import _BaseStream
 from ._memory_store import MemoryStore
-from ._relay_store import Batch, Face, Outcome, RelayStatus, RelayStore
+from ._relay_store import Batch, Face, Outcome, RelayStatus, RelayStore, event_position
 from ._stream import Stream
 from ._summary import StreamStats, Summary
 from .events import Event
@@ -481,9 +481,10 @@ class Relay:
 
         A relay that asks a server (`RedisRelay`) never blocks the caller's
         loop: called from a coroutine, or with an asyncio client only, it
-        checks the key's syntax at the call, and raises `StreamNotFound` and
-        `StreamGap` at the first read. Await `astatus(key)` first to answer an
-        unknown key before anything else (a web app's 404).
+        checks the syntax of the key and of `after` at the call, and raises
+        `StreamNotFound` and `StreamGap` (an id never issued, or trimmed) at the
+        first read. Await `astatus(key)` first to answer an unknown key before
+        anything else (a web app's 404).
         """
         self._store.need("async", "asubscribe")
         key, after, timeouts = self._check_subscription(
@@ -515,6 +516,8 @@ class Relay:
         store = self._store
         if "sync" in store.faces and not (face == "async" and store.shared and _in_loop()):
             store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
+        elif after is not None:
+            event_position(after)  # a malformed id: StreamGap now; the rest at the first read
         return key, after, timeouts
 
     def _follow(self, core: _Core[Any], key: str, after: str | None, emit: Callable[[Any], None]) -> Any:

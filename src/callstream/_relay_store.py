@@ -17,9 +17,20 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 from ._summary import Summary
+from .errors import StreamGap
 from .events import Event
 
-__all__ = ("ENDED", "Batch", "Face", "LocalStore", "Outcome", "Reader", "RelayStatus", "RelayStore")
+__all__ = (
+    "ENDED",
+    "Batch",
+    "Face",
+    "LocalStore",
+    "Outcome",
+    "Reader",
+    "RelayStatus",
+    "RelayStore",
+    "event_position",
+)
 
 Face = Literal["sync", "async"]
 RelayStatus = Literal["queued", "running", "completed", "interrupted", "error", "timeout", "cancelled", "lost"]
@@ -28,6 +39,14 @@ RelayStatus = Literal["queued", "running", "completed", "interrupted", "error", 
 ENDED: Final = frozenset({"completed", "interrupted", "error", "timeout", "cancelled", "lost"})
 #: An ended run whose key takes a new attempt (a task retry, a redelivery).
 RETRYABLE: Final = frozenset({"error", "lost"})
+
+
+def event_position(after: str) -> int:
+    """The position an event id names (ids are "1", "2", ...: the same in every store);
+    `StreamGap` for anything else, which no store ever issued."""
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        raise StreamGap(f"{after[:40]!r} is not an event id of this relay (ids are '1', '2', ...)")
+    return int(after)
 
 
 @dataclass(frozen=True)

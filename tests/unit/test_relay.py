@@ -234,9 +234,9 @@ def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(
     make_relay: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A thousand clients subscribing at once must not stop the loop for a round trip each:
-    # a RedisRelay called from a coroutine checks only the key's syntax at the call, the rest
-    # at the first read (awaited); `astatus` answers an unknown key first. A MemoryRelay asks
-    # nothing over the network: it checks everything at the call, as `subscribe` does.
+    # a RedisRelay called from a coroutine checks only the syntax of the key and of `after` at
+    # the call, the rest at the first read (awaited); `astatus` answers an unknown key first. A
+    # MemoryRelay asks nothing over the network: it checks everything at the call, as `subscribe`.
     relay = make_relay()
     key = published(relay, Counter(3))
     finished(relay, key)
@@ -278,8 +278,8 @@ def test_asubscribe_on_a_loop_never_asks_redis_with_the_loop_blocked(
         None,
         "completed",
         (where, StreamNotFound),
-        (where, StreamGap),
-        (where, StreamGap),
+        ("at the call", StreamGap),  # "x": no relay ever issues it
+        (where, StreamGap),  # "99": not issued yet
         ["t1", "t2"],
     ]
     # the blocking reads made on the loop: the memory relay's (no I/O), never Redis's
