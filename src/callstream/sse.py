@@ -50,6 +50,7 @@ from typing import Any, Final, get_args
 from ._astream import AsyncStream
 from ._stream import Stream
 from ._web import IDLE, PING, aencode, check, default_error_message, encode, format_sse, json_text, logger, safe
+from .errors import StreamGap
 from .events import Event, EventKind, token_text
 
 __all__ = (
@@ -199,8 +200,13 @@ class Encoder:
         return self.frame("done", {"status": stream.status})
 
     def error(self, exc: BaseException) -> bytes:
-        """The final `error` event for `exc`, with a safe message; the traceback goes to the log."""
-        logger.error("stream failed after the response started", exc_info=exc)
+        """The final `error` event for `exc`, with a safe message; the traceback goes to the log
+        (a `StreamGap` is the client's: a stale `Last-Event-ID`, or a subscriber that fell
+        `maxlen` behind, logged as one line at INFO)."""
+        if isinstance(exc, StreamGap):
+            logger.info("stream ended: the events the client asked for are gone: %s", exc)
+        else:
+            logger.error("stream failed after the response started", exc_info=exc)
         return self.frame("error", {"type": type(exc).__name__, "message": self.error_message(exc)})
 
 

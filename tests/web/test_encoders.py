@@ -70,6 +70,17 @@ def test_relay_events_carry_their_id_and_nothing_else_does(face: str) -> None:
     assert [json.loads(line).get("id") for line in lines.splitlines()] == ["1", "2", "3", None]
 
 
+def test_a_gap_is_the_clients_not_a_server_error(face: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A stale Last-Event-ID that a subscription reports at its first read (a RedisRelay on a
+    # loop): one `error` event for the client, one line at INFO for the log, no traceback.
+    gap = callstream.StreamGap("no event '99' was issued under 'abc…' (the last is 3)")
+    with caplog.at_level("INFO", logger="callstream"):
+        raw = encode(face, (sse, asse), Counter(0, error=gap, fail_after=0))
+    assert [(n, json.loads(d)) for n, d in decode(raw)] == [("error", {"type": "StreamGap", "message": str(gap)})]
+    (record,) = [r for r in caplog.records if r.name.startswith("callstream")]
+    assert record.levelname == "INFO" and record.exc_info is None and "gone" in record.getMessage()
+
+
 def test_error_event_is_safe_and_ends_cleanly(face: str) -> None:
     secret = RuntimeError("api key sk-SECRET leaked")
     raw = encode(face, (sse, asse), Counter(5, fail_after=2, error=secret))
