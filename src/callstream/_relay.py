@@ -18,6 +18,7 @@ import math
 import secrets
 import threading
 import time
+from asyncio import events
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -59,15 +60,6 @@ def _check_after(after: object) -> str | None:
     if after is not None and not isinstance(after, str):
         raise TypeError(f"after must be an event id (a str, such as event.id) or None, not {type(after).__name__}")
     return after
-
-
-def _in_loop() -> bool:
-    """Whether this thread runs an event loop (a blocking call here would stop it)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _check_seconds(name: str, value: object, *, zero: bool = False, none: bool = False) -> Any:
@@ -514,7 +506,9 @@ class Relay:
         after = _check_after(after)
         timeouts = Timeouts.of(timeout, first_token_timeout, idle_timeout)
         store = self._store
-        if "sync" in store.faces and not (face == "async" and store.shared and _in_loop()):
+        # On a loop's own thread a store that asks a server must not block it (as `Push.emit`)
+        on_loop = face == "async" and store.shared and events._get_running_loop() is not None
+        if "sync" in store.faces and not on_loop:
             store.read(key, after, 0, 0)  # StreamNotFound, StreamGap: now, not at the first next()
         elif after is not None:
             event_position(after)  # a malformed id: StreamGap now; the rest at the first read
