@@ -73,21 +73,11 @@ _APPEND_MAX: Final = 1000
 #: A subscriber not heard from for this long no longer counts as watching (for `linger`).
 _STALE_MS: Final = 5000
 
-#: The changes stream keeps about this many entries (`MAXLEN ~`): seconds of changes at the least.
-_CHANGES_MAX: Final = 20_000
-#: The changes stream expires this long (ms) after its last write.
-_CHANGES_TTL_MS: Final = 60_000
-
-_LUA_COMMON = (
-    """
--- a write to a run's stream: its name on the changes stream, which the loops' hubs block on
-local function notify(changes, stream)
-  redis.call('XADD', changes, 'MAXLEN', '~', """
-    + str(_CHANGES_MAX)
-    + """, '*', 's', stream)
-  redis.call('PEXPIRE', changes, """
-    + str(_CHANGES_TTL_MS)
-    + """)
+_LUA_COMMON = """
+-- a write to a run's stream, pushed to the loops' hubs that follow it (its channel: the stream's name):
+-- "e <first position>" then each event's JSON, or "o <position>" then the outcome's, one a line
+local function publish(header, body)
+  redis.call('PUBLISH', KEYS[2], header .. '\\n' .. body)
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -108,7 +98,7 @@ local function conclude(status, outcome, errtext)
   redis.call('DEL', KEYS[3])
   redis.call('RPUSH', KEYS[4], 'end')
   expire_all(tonumber(ARGV[2]))
-  notify(KEYS[6], KEYS[2])
+  publish('o ' .. seq, outcome)
 end
 local function settle()
   local h = redis.call('HMGET', KEYS[1], 'status', 'deadline')
@@ -127,7 +117,6 @@ local function settle()
   return status
 end
 """
-)
 
 # ARGV: key, ttl_ms, queued, max_runs, queue_ms, lease_ms, token, maxlen, lostq, lostq_error, lostp, lostp_error
 _BEGIN = """
@@ -171,20 +160,21 @@ if status == 'error' or status == 'lost' then
   redis.call('XADD', KEYS[2], (seq + 1) .. '-0', 'e', event)
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[8], 'LIMIT', 0)
   redis.call('HSET', KEYS[1], 'seq', seq + 1)
-  notify(KEYS[6], KEYS[2])
+  publish('e ' .. (seq + 1), event)
   run_now(attempt + 1)
   return {'ok', attempt + 1}
 end
 return {'taken', status}
 """
 
-# The hot path, so the shortest call: KEYS: run, events, changes (not the six of the others);
+# The hot path, so the shortest call: KEYS: run, events (not the five of the others);
 # ARGV: token, maxlen, event...
 _APPEND = """
 local h = redis.call('HMGET', KEYS[1], 'status', 'token', 'seq')
 if not h[1] then return -1 end
 if h[1] ~= 'running' or h[2] ~= ARGV[1] then return -2 end
-local seq = tonumber(h[3]) + 1
+local first = tonumber(h[3]) + 1
+local seq = first
 -- the stream exists (its TTL set when it was made, renewed with the run's), or it is made now
 if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', seq .. '-0', 'e', ARGV[3]) then
   redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[3])
@@ -197,7 +187,7 @@ for i = 4, #ARGV do
 end
 redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2], 'LIMIT', 0)
 redis.call('HSET', KEYS[1], 'seq', seq)
-notify(KEYS[3], KEYS[2])
+publish('e ' .. first, table.concat(ARGV, '\\n', 3))
 return seq
 """
 
@@ -320,6 +310,12 @@ def _streams(response: Any) -> list[tuple[Any, list[Any]]]:
     return out
 
 
+def _entry(entry_id: Any, fields: Any) -> tuple[int, int, Any]:
+    """A stream entry as `(n, sub, value)`: an event's JSON (sub 0), or an attempt's outcome's (sub 1)."""
+    n, sub = _eid(entry_id)
+    return n, sub, _field(fields, "o" if sub else "e")
+
+
 def _field(fields: Any, name: str) -> Any:
     if isinstance(fields, dict):
         got = fields.get(name.encode())
@@ -383,11 +379,6 @@ class _Watch:
 _FOLLOW_MAX: Final = 2048
 #: The most entries the hub takes from one run's stream per `XREAD`.
 _HUB_COUNT: Final = 256
-#: The most changes the hub takes per blocking read (more are taken by its next one, at once).
-_CHANGES_COUNT: Final = 4096
-#: The hub reads every followed stream at least this often, changed or not (a change it never
-#: saw, as the changes stream was trimmed past its cursor or lost, costs this long at most).
-_HUB_FULL_EVERY: Final = 1.0
 #: A subscriber that follows a run through the hub inspects it (status, lost producer, watching)
 #: at least this often, and whenever the hub had nothing for it during a read slice.
 _CHECK_EVERY: Final = 1.0
@@ -476,6 +467,29 @@ async def _read(connection: Any) -> Any:
     return await connection.read_response(timeout=math.inf)
 
 
+async def _replies(connection: Any) -> AsyncIterator[Any]:
+    """The replies and pushes a connection receives, as they come: with hiredis, every one
+    already received is taken at once (`read_response` is a coroutine and a timer each)."""
+    parser = connection._parser
+    reader = getattr(parser, "_reader", None)
+    if reader is None:  # pragma: no cover - the tests install hiredis (the `redis` extra)
+        while True:
+            async with _reading(connection):
+                yield await connection.read_response(timeout=math.inf, push_request=True)
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+
+    gets = reader.gets
+    while True:
+        reply = gets()
+        if reply is NOT_ENOUGH_DATA:
+            async with _reading(connection):
+                await parser.read_from_socket()
+            continue
+        if isinstance(reply, Exception):  # what redis-py raises (a connection or a reply error)
+            raise reply
+        yield reply
+
+
 async def _round_trip(store: RedisStore, connection: Any, ops: list[tuple[Any, ...]]) -> list[Any]:
     """`ops` pipelined on a connection held by the caller: their replies, a Redis error in place of
     its op's reply. Ops whose script Redis lost (a restart, `SCRIPT FLUSH`) are sent again, alone,
@@ -522,70 +536,93 @@ def _wake(fut: asyncio.Future[None]) -> None:
 class _Follower:
     """One async subscription that the hub reads for: the entries fetched after its position."""
 
-    __slots__ = ("cursor", "deadline", "entries", "error", "stream", "waiter")
+    __slots__ = ("behind", "cursor", "deadline", "entries", "error", "stream", "waiter")
 
     def __init__(self, stream: str, cursor: tuple[int, int]) -> None:
         self.stream = stream
         #: the last entry fetched (or the subscriber's position): the hub reads after it
         self.cursor = cursor
-        #: fetched and not yet read: `(n, sub, fields)` in order
+        #: fetched and not yet read: `(n, sub, value)` in order (`RedisStore.batch`)
         self.entries: list[tuple[int, int, Any]] = []
         self.waiter: asyncio.Future[None] | None = None
         #: while it waits: the loop's time when its wait ends with nothing (`_Hub.sweep`)
         self.deadline = 0.0
         self.error: BaseException | None = None
+        #: entries were pushed that it had no room for: its stream is read when it waits again
+        self.behind = False
 
     def wake(self) -> None:
         if self.waiter is not None:
             _wake(self.waiter)
 
 
+def _follows(cursor: tuple[int, int], n: int, sub: int) -> bool:
+    """Whether the entry `(n, sub)` comes right after `cursor` in a run's stream: the next
+    event, or the end of the attempt whose last event is the cursor."""
+    return n == cursor[0] + 1 if sub == 0 else n == cursor[0] and cursor[1] == 0
+
+
+def _pushed(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The entries of a message a script published (`publish` in the scripts): `(n, sub, value)`."""
+    header, _, body = data.partition(b"\n")
+    kind, _, position = header.partition(b" ")
+    n = int(position)
+    if kind == b"o":
+        return [(n, 1, body)]
+    return [(n + i, 0, value) for i, value in enumerate(body.split(b"\n"))]
+
+
 class _Hub:
     """Every caught-up async subscriber of one event loop, served by one connection.
 
-    Each write to a run's stream (an append, an attempt's start or end) also adds the stream's
-    name to the relay's changes stream (`P:changes`), in the same script. The hub blocks on that
-    one stream (`XREAD BLOCK`, beside its own wake stream), then reads, after each follower's
-    position, only the followed streams that changed, in its next round trip (pipelined with its
-    next blocking read). So a round trip costs what changed, not the number of runs followed:
-    a thousand subscriptions cost one blocked connection and a few commands per batch of events,
-    not two round trips per event per subscriber, nor a thousand stream names per round trip.
+    Each script that writes to a run's stream (an append, an attempt's start or end) also
+    publishes what it wrote on the run's channel (the stream's name), in the same script. The hub
+    holds one connection subscribed to the channels of the runs its loop follows, and hands each
+    message's entries to the followers it comes right after. So an event reaches a caught-up
+    subscriber in the one push that Redis sends it, without a read of its own: a thousand
+    subscriptions cost one connection, one `SUBSCRIBE` each, and no command per event.
 
-    A stream is read at once, not on a change, when a follower joins it (the changes after the
-    hub's cursor do not show what came before): a follower that joins while the hub is blocked
-    wakes it with an entry on the hub's wake stream (`P:hub:<token>`, deleted when the hub goes
-    idle). A change that the hub never sees (the changes stream trimmed past its cursor, expired,
-    or lost by Redis) costs time, never an event: the hub reads every followed stream at least
-    once a `_HUB_FULL_EVERY`, and a subscriber looks at its run itself after a read slice with
-    nothing (`_HubReader`).
+    The stream stays the record: a follower is read from it (`XREAD`, in the loop's next round
+    trip of calls) when it joins a run, once the run's subscription is confirmed (what came before
+    it), when a message does not come right after its cursor (a gap: messages it missed, or the
+    run's first read still on its way), and when it had no room for a message. A message the hub
+    never gets (a connection lost: then every follower raises the error) costs time, never an event.
     """
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.followers: dict[str, set[_Follower]] = {}
+        #: reads the pushed messages (None: no connection held)
         self.task: asyncio.Task[None] | None = None
-        #: the followers whose stream the round trip in flight reads (None: none in flight)
-        self.reading: set[_Follower] | None = None
-        #: the round trip in flight ends with a blocking read of the changes, not yet returned
-        self.blocking = False
-        #: streams to read at the next round trip: changed, joined, or not read for want of room
+        #: the hub's connection, subscribed (None until the task holds it)
+        self.connection: Any = None
+        #: the channels `SUBSCRIBE`d (and not `UNSUBSCRIBE`d since)
+        self.sent: set[str] = set()
+        #: the channels whose subscription Redis confirmed: what is written to them now comes here
+        self.live: set[str] = set()
+        #: a `_flush` of the subscriptions is due this tick of the loop
+        self.flushing = False
+        #: streams to read from their followers' cursors (`XREAD`), and the task that reads them
         self.dirty: set[str] = set()
-        #: the last entry of the changes stream seen (None: take it again, and read every stream)
-        self.changes_cursor: str | None = None
-        #: when every followed stream is read again, changed or not
-        self.full_at = 0.0
-        self.woken = False
-        self.wake_key = ""
-        #: the last entry of the wake stream seen (a wake sent before the `XREAD` arrives counts too)
-        self.wake_cursor = "0-0"
+        self.reader: asyncio.Task[None] | None = None
         self.chores: set[asyncio.Task[Any]] = set()
         #: the timer of the next sweep (None: no follower waits)
         self.sweeper: asyncio.TimerHandle | None = None
+        #: the loop's time of the last reply (a keepalive `PING` goes when it is a `hub_block` old)
+        self.heard = 0.0
+        self.keepalive: asyncio.TimerHandle | None = None
 
     def add(self, follower: _Follower) -> None:
-        self.followers.setdefault(follower.stream, set()).add(follower)
-        self.dirty.add(follower.stream)  # what came before the changes the hub reads: read at once
-        self.resume(follower)
+        if self.task is None:
+            self.live.clear()
+            self.sent.clear()
+            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
+        stream = follower.stream
+        self.followers.setdefault(stream, set()).add(follower)
+        if stream in self.live:  # what came before the pushes it gets from now: read at once
+            self.read(stream)
+        else:  # read once subscribed
+            self.subscriptions_changed()
 
     def remove(self, follower: _Follower) -> None:
         group = self.followers.get(follower.stream)
@@ -593,18 +630,55 @@ class _Hub:
             group.discard(follower)
             if not group:
                 del self.followers[follower.stream]
-                self.dirty.discard(follower.stream)
+                self.subscriptions_changed()
 
     def resume(self, follower: _Follower) -> None:
-        """The follower waits for entries after its cursor: the hub reads its stream when it
-        changes, and at once when it must (it joined, or had no room at the last read)."""
-        if self.task is None:
-            self.wake_key = f"{self.store.prefix}:hub:{secrets.token_hex(8)}"
-            self.wake_cursor = "0-0"
-            self.changes_cursor = None
-            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
-        elif self.reading is not None and follower.stream in self.dirty and follower not in self.reading:
-            self.wake()
+        """The follower waits for entries after its cursor: read its stream at once if it had no
+        room for pushed ones."""
+        if follower.behind:
+            follower.behind = False
+            self.read(follower.stream)
+
+    def read(self, stream: str) -> None:
+        """Read `stream` after its followers' cursors, in the loop's next round trip of calls."""
+        self.dirty.add(stream)
+        if self.reader is None:
+            self.reader = asyncio.get_running_loop().create_task(self.read_dirty(), name="callstream-redis-hub-read")
+
+    def subscriptions_changed(self) -> None:
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """(Un)subscribe the channels whose followers came or left this tick: one write for all."""
+        self.flushing = False
+        connection = self.connection
+        if connection is None:  # the task sends them once it holds its connection
+            return
+        wanted = self.followers.keys()
+        add = [stream for stream in wanted if stream not in self.sent]
+        drop = [stream for stream in self.sent if stream not in wanted]
+        ops: list[tuple[Any, ...]] = []
+        if add:
+            self.sent.update(add)
+            ops.append(("SUBSCRIBE", *add))
+        if drop:
+            self.sent.difference_update(drop)
+            ops.append(("UNSUBSCRIBE", *drop))
+        if ops:
+            self.send(connection, ops)
+
+    def send(self, connection: Any, ops: list[tuple[Any, ...]]) -> None:
+        """Write on the hub's connection beside its task's reads (a failed write: the reads fail too)."""
+        task = asyncio.get_running_loop().create_task(_send(connection, _pack(ops)))
+        self.chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[Any]) -> None:
+        self.chores.discard(task)
+        if not task.cancelled():
+            task.exception()  # the hub's reads fail too, and say why
 
     def sweep_soon(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         """A follower waits until `deadline` (the loop's time): a sweep ends its wait then, at
@@ -631,67 +705,74 @@ class _Hub:
         if nearest < math.inf:
             self.sweep_soon(loop, nearest)
 
-    def wake(self) -> None:
-        """Streams wait to be read: end the blocking read in flight."""
-        if self.blocking and not self.woken:
-            self.woken = True
-            self.chore(  # a round trip of its own, not behind the loop's calls (nor left pending at its end)
-                self.store.alone(
-                    [("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1"), ("PEXPIRE", self.wake_key, 60_000)]
-                )
-            )
+    def pushed(self, channel: Any, data: Any) -> None:
+        """A message a script published: its entries, to each follower they come right after."""
+        stream = _text(channel)
+        group = self.followers.get(stream)
+        if not group:
+            return
+        try:
+            entries = _pushed(data if type(data) is bytes else str(data).encode())
+        except ValueError:  # not a script's: the stream says what was written
+            self.read(stream)
+            return
+        first, last = entries[0], entries[-1]
+        for follower in group:
+            cursor = follower.cursor
+            if (last[0], last[1]) <= cursor:  # it has them (read from the stream meanwhile)
+                continue
+            if (first[0], first[1]) <= cursor:
+                fresh = [e for e in entries if (e[0], e[1]) > cursor]
+            else:
+                fresh = entries
+            if not _follows(cursor, fresh[0][0], fresh[0][1]):  # it missed some: read them
+                self.read(follower.stream)
+            elif len(follower.entries) >= _FOLLOW_MAX:  # no room: read when it waits again
+                follower.behind = True
+            else:
+                follower.entries.extend(fresh)
+                follower.cursor = (last[0], last[1])
+                follower.wake()
 
-    def chore(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.chores.add(task)
-        task.add_done_callback(self._chore_done)
+    def confirmed(self, kind: bytes, channel: str) -> None:
+        if kind == b"subscribe":
+            if channel in self.sent:  # what was written before: read it
+                self.live.add(channel)
+                self.read(channel)
+        else:
+            self.live.discard(channel)
 
-    def _chore_done(self, task: asyncio.Task[Any]) -> None:
-        self.chores.discard(task)
-        if not task.cancelled():
-            task.exception()  # a wake that failed: the hub's own read fails too, and says why
-
-    def _command(self) -> tuple[list[tuple[Any, ...]], set[_Follower]] | None:
-        """The next round trip, and the followers it reads for; None: nobody waits.
-
-        In order: the changes cursor (when the hub holds none: taken before the reads, so a
-        change after it is seen and one before it is read), the streams to read (not blocking),
-        then the blocking read of the changes after the cursor (when the hub holds one).
-        """
-        if not self.followers:
-            return None
-        store = self.store
-        ops: list[tuple[Any, ...]] = []
-        syncing = self.changes_cursor is None
-        if syncing:
-            ops.append(("XREVRANGE", store.changes_key, "+", "-", "COUNT", 1))
-        full = syncing or monotonic() >= self.full_at
-        if full:
-            self.full_at = monotonic() + _HUB_FULL_EVERY
-        streams = list(self.followers) if full else list(self.dirty)
-        names: list[str] = []
-        ids: list[str] = []
-        reading: set[_Follower] = set()
-        kept: set[str] = set()
-        for stream in streams:
-            cursor = None
-            for follower in self.followers[stream]:
-                if len(follower.entries) < _FOLLOW_MAX:
-                    reading.add(follower)
-                    cursor = follower.cursor if cursor is None or follower.cursor < cursor else cursor
-                else:  # no room: its stream is read when it waits again
-                    kept.add(stream)
-            if cursor is not None:
-                names.append(stream)
-                ids.append(f"{cursor[0]}-{cursor[1]}")
-        self.dirty = kept
-        if names:
-            ops.append(("XREAD", "COUNT", _HUB_COUNT, "STREAMS", *names, *ids))
-        if not syncing:
-            block = max(1, round(store.hub_block * 1000))
-            keys = (store.changes_key, self.wake_key, self.changes_cursor, self.wake_cursor)
-            ops.append(("XREAD", "COUNT", _CHANGES_COUNT, "BLOCK", block, "STREAMS", *keys))
-        return ops, reading
+    async def read_dirty(self) -> None:
+        """Read the streams to read, after the cursors of their followers that have room."""
+        try:
+            while self.dirty:
+                names: list[str] = []
+                ids: list[str] = []
+                reading: set[_Follower] = set()
+                for stream in self.dirty:
+                    cursor = None
+                    for follower in self.followers.get(stream, ()):
+                        if len(follower.entries) < _FOLLOW_MAX:
+                            reading.add(follower)
+                            cursor = follower.cursor if cursor is None or follower.cursor < cursor else cursor
+                        else:  # no room: its stream is read when it waits again
+                            follower.behind = True
+                    if cursor is not None:
+                        names.append(stream)
+                        ids.append(f"{cursor[0]}-{cursor[1]}")
+                self.dirty = set()
+                if not names:
+                    break
+                try:
+                    reply = (await self.store.acall([("XREAD", "COUNT", _HUB_COUNT, "STREAMS", *names, *ids)]))[0]
+                except Exception as exc:  # the subscribers raise it, as a read of their own would
+                    for follower in reading:
+                        follower.error = exc
+                        follower.wake()
+                    continue
+                self.deliver(reply, reading)
+        finally:
+            self.reader = None
 
     def deliver(self, reply: Any, reading: set[_Follower]) -> None:
         """The entries of the streams read, to the followers they were read for."""
@@ -700,10 +781,9 @@ class _Hub:
             group = self.followers.get(name)
             if not group or not entries:
                 continue
-            if len(entries) >= _HUB_COUNT:  # more may follow, with no change to tell: read it again
+            if len(entries) >= _HUB_COUNT:  # more may follow: read it again
                 self.dirty.add(name)
-                self.wake()
-            parsed = [(*_eid(entry_id), fields) for entry_id, fields in entries]
+            parsed = [_entry(entry_id, fields) for entry_id, fields in entries]
             for follower in group:
                 if follower not in reading:  # it joined since: its own read comes
                     continue
@@ -714,75 +794,62 @@ class _Hub:
                     follower.cursor = (fresh[-1][0], fresh[-1][1])
                     follower.wake()
 
-    def changed(self, reply: Any) -> None:
-        """What the blocking read returned: the followed streams that changed are read next."""
-        followers = self.followers
-        dirty = self.dirty
-        for stream, entries in _streams(reply):
-            if not entries:
-                continue
-            last = _text(entries[-1][0])
-            if _text(stream) == self.wake_key:
-                self.wake_cursor = last
-                continue
-            self.changes_cursor = last
-            for _, fields in entries:
-                name = _text(_field(fields, "s"))
-                if name in followers:
-                    dirty.add(name)
-
     async def run(self) -> None:
-        pool = self.store.apool()
+        store = self.store
+        pool = store.apool()
         connection: Any = None
+        loop = asyncio.get_running_loop()
         try:
             connection = await pool.get_connection()
-            loop = asyncio.get_running_loop()
-            started = 0.0
-            while True:
-                # Streams that changed right after a round trip began wait for the next one a
-                # little (`hub_round`): more of them, and more events each, per round trip.
-                pause = started + self.store.hub_round - loop.time()
-                if pause > 0 and self.dirty:
-                    await asyncio.sleep(pause)
-                started = loop.time()
-                planned = self._command()
-                if planned is None:
-                    break
-                ops, reading = planned
-                syncing = self.changes_cursor is None
-                self.reading, self.woken = reading, False
-                self.blocking = not syncing
-                await _send(connection, _pack(ops))
-                async with _reading(connection):
-                    if syncing:
-                        last = await _read(connection)
-                        self.changes_cursor = _text(last[0][0]) if last else "0-0"
-                    if len(ops) == 2:  # the streams' read (between the cursor's and the blocking read)
-                        self.deliver(await _read(connection), reading)
-                    if not syncing:
-                        self.changed(await _read(connection))
-                self.reading, self.blocking = None, False
+            self.connection = connection
+            self.flush()
+            self.heard = loop.time()
+            if connection.socket_timeout:  # something to read within the socket timeout, while all is quiet
+                self.keepalive = loop.call_later(store.hub_block, self.ping, loop)
+            replies = _replies(connection)
+            try:
+                while True:
+                    reply = await anext(replies)
+                    self.heard = loop.time()
+                    if not isinstance(reply, list):
+                        continue  # a PONG (RESP3)
+                    kind = reply[0] if type(reply[0]) is bytes else _text(reply[0]).encode()
+                    if kind == b"message":
+                        self.pushed(reply[1], reply[2])
+                    elif kind in (b"subscribe", b"unsubscribe"):
+                        self.confirmed(kind, _text(reply[1]))
+                        if int(reply[2]) == 0 and not self.sent and not self.followers:
+                            break  # nobody follows a run here any more
+            finally:
+                await replies.aclose()
+                if self.keepalive is not None:
+                    self.keepalive.cancel()
+                    self.keepalive = None
         except asyncio.CancelledError:
-            self.task = None
-            if connection is not None:
-                await connection.disconnect()
-                await pool.release(connection)
             raise
         except Exception as exc:  # the subscribers raise it, as a read of their own would
-            if connection is not None:
-                await connection.disconnect()
             for group in self.followers.values():
                 for follower in group:
                     follower.error = exc
                     follower.wake()
         finally:
-            self.reading, self.blocking = None, False
+            self.connection = None
+            self.live.clear()
+            self.sent.clear()
             if self.task is asyncio.current_task():
                 self.task = None
-        wake_key = self.wake_key
-        if connection is not None:
-            await pool.release(connection)
-        self.chore(self.store.alone([("DEL", wake_key)]))
+            if connection is not None:  # never back to the pool subscribed, nor with a PONG due
+                await connection.disconnect()
+                await pool.release(connection)
+
+    def ping(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Keep the connection's reads within its socket timeout while nothing is pushed."""
+        connection = self.connection
+        if connection is None:
+            return
+        if loop.time() - self.heard >= self.store.hub_block * 0.9:
+            self.send(connection, [("PING",)])
+        self.keepalive = loop.call_later(self.store.hub_block, self.ping, loop)
 
 
 class _HubReader:
@@ -1028,8 +1095,6 @@ class RedisStore:
         #: returns the async client for the running loop (None: the sync face only)
         self.aclient = aclient
         self.prefix = prefix
-        #: every write to a run's stream names it here: the loops' hubs block on it (`_Hub`)
-        self.changes_key = f"{prefix}:changes"
         self.maxlen = maxlen
         self.ttl = ttl
         self.lease = lease
@@ -1083,7 +1148,6 @@ class RedisStore:
             f"{base}:lease",
             f"{base}:cancel",
             f"{self.prefix}:runs",
-            self.changes_key,
         ]
 
     def sha(self, name: str) -> str:
@@ -1094,8 +1158,8 @@ class RedisStore:
         return sha
 
     def script(self, name: str, key: str, *args: Any) -> tuple[Any, ...]:
-        """An `EVALSHA` of one of the scripts, on the run's six keys (`append`: see `append_ops`)."""
-        return ("EVALSHA", self.sha(name), 6, *self.keys(key), key, self.ttl_ms, *args)
+        """An `EVALSHA` of one of the scripts, on the run's five keys (`append`: see `append_ops`)."""
+        return ("EVALSHA", self.sha(name), 5, *self.keys(key), key, self.ttl_ms, *args)
 
     def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         """Run `ops` in one pipeline (one round trip); load the scripts once if Redis lost them."""
@@ -1211,7 +1275,7 @@ class RedisStore:
         run, stream = self.keys(key)[:2]
         sha = self.sha("append")
         return [
-            ("EVALSHA", sha, 3, run, stream, self.changes_key, token, self.maxlen, *lines[i : i + _APPEND_MAX])
+            ("EVALSHA", sha, 2, run, stream, token, self.maxlen, *lines[i : i + _APPEND_MAX])
             for i in range(0, len(lines), _APPEND_MAX)
         ]
 
@@ -1337,7 +1401,7 @@ class RedisStore:
         status, seq, _ = got
         if position > seq:
             raise StreamGap(f"no event {after!r} was issued under {short_key(key)!r} (the last is {seq})")
-        entries = [(*_eid(entry_id), fields) for entry_id, fields in _entries(replies[1])]
+        entries = [_entry(entry_id, fields) for entry_id, fields in _entries(replies[1])]
         return self.batch(key, after, position, limit, entries, status)
 
     def batch(
@@ -1349,20 +1413,20 @@ class RedisStore:
         entries: list[tuple[int, int, Any]],
         status: RelayStatus,
     ) -> Batch:
-        """The events of stream entries `(n, sub, fields)` read after `position`, up to the attempt's end."""
+        """The events of stream entries `(n, sub, value)` read after `position`, up to the attempt's end."""
         events: list[Event] = []
         outcome: Outcome | None = None
         expected = position + 1
-        for n, sub, fields in entries:
+        for n, sub, value in entries:
             if sub == 0:
                 if n != expected:
                     self._gap(key, after, n)
-                events.append(load_event(_field(fields, "e"), str(n)))
+                events.append(load_event(value, str(n)))
                 expected = n + 1
             else:  # the attempt's end, right after its last event
                 if n != expected - 1:
                     self._gap(key, after, n + 1)
-                outcome = load_outcome(_field(fields, "o"))
+                outcome = load_outcome(value)
                 break
         if len(events) > limit:
             del events[limit:]
