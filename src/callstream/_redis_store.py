@@ -54,10 +54,11 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import random
 import secrets
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from time import monotonic, sleep
 from typing import Any, Final
 
@@ -379,9 +380,10 @@ class _Watch:
 _FOLLOW_MAX: Final = 2048
 #: The most entries the hub takes from one run's stream per `XREAD`.
 _HUB_COUNT: Final = 256
-#: A subscriber that follows a run through the hub inspects it (status, lost producer, watching)
-#: at least this often, and whenever the hub had nothing for it during a read slice.
-_CHECK_EVERY: Final = 1.0
+#: A subscriber that follows a run through the hub inspects it (status, lost producer, watching:
+#: within half of `_STALE_MS`) about this often, and whenever the hub had nothing for it during
+#: a read slice (a producer that stopped: lost within its lease).
+_CHECK_EVERY: Final = 2.0
 #: how late a hub may end a follower's wait (its sweeps batch the waits' deadlines)
 _SWEEP_SLACK: Final = 0.01
 
@@ -467,7 +469,7 @@ async def _read(connection: Any) -> Any:
     return await connection.read_response(timeout=math.inf)
 
 
-async def _replies(connection: Any) -> AsyncIterator[Any]:
+async def _replies(connection: Any) -> AsyncGenerator[Any, None]:
     """The replies and pushes a connection receives, as they come: with hiredis, every one
     already received is taken at once (`read_response` is a coroutine and a timer each)."""
     parser = connection._parser
@@ -873,7 +875,8 @@ class _HubReader:
             # The script: the run's status (a lost producer ends it here), StreamGap for an
             # `after` never issued, StreamNotFound, and this subscriber's "seen" mark.
             batch = await store.aread(self.key, after, 0, limit)
-            self.check_at = monotonic() + _CHECK_EVERY
+            # Spread over time (runs started together would check together, a burst each period)
+            self.check_at = monotonic() + _CHECK_EVERY * (0.75 + 0.5 * random.random())
             self.status = batch.status
             if batch.events or batch.outcome is not None or wait <= 0:
                 return batch
@@ -916,27 +919,41 @@ class _HubReader:
         self.follower = None
 
 
+#: round trips of a loop's calls that may be on their way at once (`_Calls`), each on its own connection
+_LANES: Final = 2
+
+
 class _Calls:
     """A loop's round trips to Redis, coalesced: the first call goes at once, the calls made while
-    a round trip is on its way go together in the next one (no wait is added to a lone call).
+    the round trips are on their way go together in the next one (no wait is added to a lone call).
 
     So a thousand runs' set-up (reserve, begin, attach, the first read), their appends, their
-    subscribers' checks and their ends cost a few round trips a batch, not one each. A caller's
-    error (its script's, or Redis') is its own; a connection error fails the batch it was in.
-    The round trips are a task of their own: a caller that is cancelled leaves the others' be.
+    subscribers' checks and their ends cost a few round trips a batch, not one each. Up to
+    `_LANES` round trips are on their way at once, each on a connection of its own: a call waits
+    for the next round trip to start (at most `calls_round` after the last one started), not for
+    the one on its way to come back. Each caller awaits its call, so a run's own writes (its
+    begin, appends and end) go one after the other, whichever lane takes them. A caller's error
+    (its script's, or Redis') is its own; a connection error fails the batch it was in. The round
+    trips are tasks of their own: a caller that is cancelled leaves the others' be.
     """
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.queue: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
-        self.task: asyncio.Task[None] | None = None
+        #: the lanes' tasks, and how many of them wait to take the queue (none on its way)
+        self.lanes: set[asyncio.Task[None]] = set()
+        self.ready = 0
+        #: when the last round trip started (the loop's time)
+        self.started = -math.inf
 
     async def call(self, ops: list[tuple[Any, ...]]) -> list[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         self.queue.append((ops, fut))
-        if self.task is None:
-            self.task = loop.create_task(self.run(), name="callstream-redis-calls")
+        if not self.ready and len(self.lanes) < _LANES:
+            self.ready += 1
+            lane = loop.create_task(self.run(), name="callstream-redis-calls")
+            self.lanes.add(lane)
         return await fut
 
     async def run(self) -> None:
@@ -945,21 +962,22 @@ class _Calls:
         # Held while calls go on: they never wait behind the pool's queue.
         connection: Any = None
         loop = asyncio.get_running_loop()
-        started = -math.inf
         try:
             while self.queue:
                 # Calls made right after a round trip began wait for the next one a little
                 # (`calls_round`): more calls per round trip; a lone call goes at once.
-                pause = started + store.calls_round - loop.time()
+                pause = self.started + store.calls_round - loop.time()
                 if pause > 0:
                     await asyncio.sleep(pause)
-                started = loop.time()
+                    if not self.queue:  # another lane took them
+                        break
+                self.started = loop.time()
                 batch, self.queue = self.queue, []
-                ops = [op for part, _ in batch for op in part]
+                self.ready -= 1
                 try:
                     if connection is None:
                         connection = await pool.get_connection()  # connected and checked
-                    replies = await _round_trip(store, connection, ops)
+                    replies = await _round_trip(store, connection, [op for part, _ in batch for op in part])
                 except BaseException as exc:
                     if connection is not None:  # it may be out of step: dropped
                         await connection.disconnect()
@@ -975,6 +993,8 @@ class _Calls:
                     if not isinstance(exc, Exception):
                         raise
                     continue
+                finally:
+                    self.ready += 1
                 i = 0
                 for part, fut in batch:
                     got = replies[i : i + len(part)]
@@ -987,11 +1007,14 @@ class _Calls:
                     else:
                         fut.set_result(got)
         finally:
-            self.task = None
-            for _, fut in self.queue:  # the loop ends: nothing more goes
-                if not fut.done():
-                    fut.cancel()
-            self.queue = []
+            self.ready -= 1
+            task = asyncio.current_task()
+            self.lanes.discard(task)
+            if not self.lanes:
+                for _, fut in self.queue:  # the loop ends: nothing more goes
+                    if not fut.done():
+                        fut.cancel()
+                self.queue = []
             if connection is not None:
                 await pool.release(connection)
 
