@@ -11,9 +11,12 @@ P:{key}:events  stream   one entry per event: id "<seq>-0", field e = the event 
 P:{key}:lease   string   the producer's lease token; it renews it (PX) while the run goes on
 P:{key}:cancel  list     a cancel request (RPUSH) wakes the producer's BLPOP at once
 P:runs          zset     every run kept, scored by when its keys expire (for max_runs)
-P:changes       stream   the name of each run stream written to, per write (the loops' hubs block on it);
-                         about 20,000 entries kept (MAXLEN ~), expires a minute after the last write
 ```
+
+and one Pub/Sub channel per run, named as its stream: each script that writes
+to the stream publishes what it wrote there (`e <first position>` then each
+event's JSON, or `o <position>` then the outcome's, one a line), for the loops'
+hubs that follow the run. Nothing is kept for it.
 
 Every key has a TTL: `ttl` after the run ended, `ttl + lease` after the last
 renewal while it runs, `queue_timeout + ttl` while it is queued. Each write
@@ -27,21 +30,23 @@ BLOCK`); each producer's watcher thread renews its lease and waits for a cancel
 request (`BLPOP`) in one pipeline per `lease / 5`.
 
 Async face, per event loop: every call (a run's set-up and end, the appends,
-a subscriber's attach, checks and detach) that comes while one round trip is
-on its way goes with the others in the next one (`_Calls`): a thousand runs
-cost a few round trips per batch, not one each (`benchmarks/relay_redis.py`);
-under steady traffic a round trip starts at most every `calls_round` (2 ms),
-so a call waits at most that long to go with others. A caught-up subscriber
-waits in the loop's hub, which blocks on the changes stream alone and reads
-only the followed streams that changed, at most every `hub_round` (2 ms)
-(`_Hub`; the run's script still inspects it at the first read, once a second,
-and after a read slice with nothing); one watcher renews every producer's
+a subscriber's attach, checks and detach) that comes while the round trips are
+on their way goes with the others in the next one (`_Calls`, two round trips
+on their way at most): a thousand runs cost a few round trips per batch, not
+one each (`benchmarks/relay_redis.py`); under steady traffic a round trip
+starts at most every `calls_round` (2 ms), so a call waits at most that long
+to go with others. A caught-up subscriber waits in the loop's hub (`_Hub`),
+whose one connection is subscribed to the channels of the runs the loop
+follows: an event comes to it in the push of the script that wrote it, with no
+read of its own (the run's stream is read when a subscriber joins, and on a
+gap; the run's script still inspects the run at the first read, every 2 s or
+so, and after a read slice with nothing). One watcher renews every producer's
 lease in one pipeline and waits on all their cancel lists with one `BLPOP`
-(`_Watches`). The calls, the hub and the watcher each hold one connection, so
-a loop's thousand runs use a few connections, not two thousand. These paths
-pack their commands with hiredis when it is installed (the `redis` extra), as
-redis-py's async client does not, and read each round trip's replies under
-one socket timeout, not one timer per reply.
+(`_Watches`). The calls, the hub and the watcher hold a connection or two
+each, so a loop's thousand runs use a few connections, not two thousand.
+These paths pack their commands with hiredis when it is installed (the
+`redis` extra), as redis-py's async client does not, and read each round
+trip's replies under one socket timeout, not one timer per reply.
 
 A run nobody records ends on the next look (any read or `status`): a
 reserved key past `queue_timeout`, or a running one whose lease key expired
@@ -1134,12 +1139,11 @@ class RedisStore:
         if socket_timeout:  # a blocking command must return before the client gives up on it
             self.renew_every = min(self.renew_every, socket_timeout / 2)
             self.read_slice = min(self.read_slice, socket_timeout / 2)
-        #: the shortest time between the starts of two round trips of a loop's hub that read
-        #: streams: the longest an event waits for the next one, for fewer round trips per event
-        self.hub_round = 0.002
-        #: the same for a loop's calls (`_Calls`): the appends, the set-ups, the checks
+        #: the shortest time between the starts of two round trips of a loop's calls (`_Calls`:
+        #: the appends, the set-ups, the checks): the longest a call waits to go with others
         self.calls_round = 0.002
-        #: the longest `XREAD BLOCK` of a loop's hub (it is woken when a subscriber joins)
+        #: with a socket timeout, a loop's hub pings Redis when nothing was pushed for this long
+        #: (so that its reads, which wait for pushes, end within the timeout)
         self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
