@@ -620,10 +620,7 @@ class _Hub:
         self.keepalive: asyncio.TimerHandle | None = None
 
     def add(self, follower: _Follower) -> None:
-        if self.task is None:
-            self.live.clear()
-            self.sent.clear()
-            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
+        self.start()
         stream = follower.stream
         self.followers.setdefault(stream, set()).add(follower)
         if stream in self.live:  # what came before the pushes it gets from now: read at once
@@ -639,9 +636,19 @@ class _Hub:
                 del self.followers[follower.stream]
                 self.subscriptions_changed()
 
+    def start(self) -> None:
+        """Hold a connection for the pushes (the task ends when no run is followed any more)."""
+        if self.task is None:
+            self.live.clear()
+            self.sent.clear()
+            self.task = asyncio.get_running_loop().create_task(self.run(), name="callstream-redis-hub")
+
     def resume(self, follower: _Follower) -> None:
         """The follower waits for entries after its cursor: read its stream at once if it had no
         room for pushed ones."""
+        if self.task is None and follower.error is None:  # the hub went idle as it joined: again
+            self.start()
+            self.subscriptions_changed()
         if follower.behind:
             follower.behind = False
             self.read(follower.stream)
@@ -827,8 +834,7 @@ class _Hub:
                         self.confirmed(kind, _text(reply[1]))
                         if int(reply[2]) == 0 and not self.sent and not self.followers:
                             break  # nobody follows a run here any more
-            finally:
-                await replies.aclose()
+            finally:  # (`replies` holds nothing to release: no await between the last reply and the end)
                 if self.keepalive is not None:
                     self.keepalive.cancel()
                     self.keepalive = None

@@ -667,6 +667,83 @@ def test_a_cancel_from_elsewhere_stops_an_async_producer(
     other.close()
 
 
+@pytest.mark.parametrize(("protocol", "decode"), [(3, False), (2, True), (3, True)])
+def test_pushes_reach_subscribers_whatever_the_clients_protocol(
+    redis_server: RedisServer, prefix: str, protocol: int, decode: bool
+) -> None:
+    """A client of the user's own (RESP3, or replies decoded to `str`): subscribers still get
+    every event pushed, in order, once (their read slice is longer than the test: no polling)."""
+
+    async def go() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url, protocol=protocol, decode_responses=decode)
+        relay = RedisRelay(client, prefix=prefix)
+        relay._redis_store.read_slice = 60.0
+        gates = [asyncio.Event() for _ in range(3)]
+
+        def producer(gate: asyncio.Event) -> Any:
+            async def produce(emit: Any) -> None:
+                await gate.wait()
+                for i in range(20):
+                    emit(f"t{i}")
+                    await asyncio.sleep(0)
+
+            return produce
+
+        async def one(gate: asyncio.Event) -> list[str]:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(gate)), key=key)
+                return [token async for token in sub.tokens()]
+
+        tasks = [asyncio.ensure_future(one(gate)) for gate in gates]
+        hub = relay._redis_store.hub()
+        await _until(lambda: len(hub.live) == len(gates), "the hub to follow every run")
+        for gate in gates:
+            gate.set()
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        assert got == [[f"t{i}" for i in range(20)]] * len(gates)
+        await client.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_quiet_hub_keeps_its_connection_within_the_socket_timeout(redis_server: RedisServer, prefix: str) -> None:
+    """A client with a short socket timeout: the hub's reads wait for pushes, so it pings Redis
+    while nothing comes; after several timeouts' worth of quiet the subscriber still gets its
+    event pushed (its read slice is longer than the test: no polling)."""
+
+    async def go() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=0.5)
+        relay = RedisRelay(client, prefix=prefix)
+        relay._redis_store.read_slice = 60.0
+        gate = asyncio.Event()
+
+        async def produce(emit: Any) -> None:
+            await gate.wait()
+            emit("late")
+
+        key = await relay.apublish(callstream.afrom_callback(produce))
+        async with relay.asubscribe(key) as sub:
+            token = asyncio.ensure_future(sub.tokens().__anext__())
+            hub = relay._redis_store.hub()
+            pings = [0]
+            ping = hub.ping
+
+            def counted(loop: asyncio.AbstractEventLoop) -> None:
+                pings[0] += 1
+                ping(loop)
+
+            hub.ping = counted  # type: ignore[method-assign]
+            await _until(lambda: len(hub.live) == 1, "the hub to follow the run")
+            await _until(lambda: pings[0] >= 8, "two seconds of quiet (four socket timeouts)")
+            assert not token.done()
+            gate.set()
+            assert await asyncio.wait_for(token, 10) == "late"
+        await client.aclose()
+
+    asyncio.run(go())
+
+
 def test_the_stores_packers_write_what_redis_py_writes() -> None:
     """The hot paths pack with hiredis (installed by the extra) or `_pack_python`: the same bytes."""
     import redis.asyncio.connection
