@@ -679,7 +679,10 @@ def report(out: dict[str, Any]) -> str:
             "minus its emit time, written in the token's text (`time.perf_counter`, one clock for every process). "
             "gc.freeze() after start-up: each process calls `gc.collect()` then `gc.freeze()` once started (what "
             "a server can do at the end of its start-up, docs/performance.md): the objects of its imports are no longer "
-            "walked by the cycle collector, whose full collections otherwise stop a process for 50-150 ms.",
+            "walked by the cycle collector, whose full collections otherwise stop a process for 50-150 ms. "
+            "Stolen by the host: the share of the cores' time this virtual machine's host gave to other work while "
+            "the row ran (`steal` in /proc/stat, also counted in the machine's share): on a shared host it moves "
+            "the lag's tail more than anything else (compare rows only at a like share).",
             "",
             *rows,
             "",
