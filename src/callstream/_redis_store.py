@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import math
 import random
 import secrets
@@ -82,8 +83,9 @@ _STALE_MS: Final = 5000
 _LUA_COMMON = """
 -- a write to a run's stream, pushed to the loops' hubs that follow it (its channel: the stream's name):
 -- "e <first position>" then each event's JSON, or "o <position>" then the outcome's, one a line
+-- (pcall: a user whose ACL grants no channels still writes; its subscribers read the stream instead)
 local function publish(header, body)
-  redis.call('PUBLISH', KEYS[2], header .. '\\n' .. body)
+  redis.pcall('PUBLISH', KEYS[2], header .. '\\n' .. body)
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -391,6 +393,10 @@ _HUB_COUNT: Final = 256
 _CHECK_EVERY: Final = 2.0
 #: how late a hub may end a follower's wait (its sweeps batch the waits' deadlines)
 _SWEEP_SLACK: Final = 0.01
+#: how often a hub whose subscriptions Redis refused reads its followed streams
+_POLL_EVERY: Final = 0.05
+
+_logger = logging.getLogger("callstream")
 
 
 def _pack_python(ops: list[tuple[Any, ...]] | list[list[Any]]) -> bytes:
@@ -615,17 +621,18 @@ class _Hub:
         self.chores: set[asyncio.Task[Any]] = set()
         #: the timer of the next sweep (None: no follower waits)
         self.sweeper: asyncio.TimerHandle | None = None
-        #: the loop's time of the last reply (a keepalive `PING` goes when it is a `hub_block` old)
-        self.heard = 0.0
+        #: channels (un)subscribed whose confirmation Redis has not sent yet
+        self.unconfirmed = 0
+        #: the keepalive `PING`s' timer (with a socket timeout)
         self.keepalive: asyncio.TimerHandle | None = None
 
     def add(self, follower: _Follower) -> None:
         self.start()
         stream = follower.stream
         self.followers.setdefault(stream, set()).add(follower)
-        if stream in self.live:  # what came before the pushes it gets from now: read at once
+        if stream in self.live and stream in self.sent:  # what came before the pushes from now: read it
             self.read(stream)
-        else:  # read once subscribed
+        else:  # read once subscribed (again, if its UNSUBSCRIBE is on its way)
             self.subscriptions_changed()
 
     def remove(self, follower: _Follower) -> None:
@@ -681,6 +688,7 @@ class _Hub:
             self.sent.difference_update(drop)
             ops.append(("UNSUBSCRIBE", *drop))
         if ops:
+            self.unconfirmed += len(add) + len(drop)
             self.send(connection, ops)
 
     def send(self, connection: Any, ops: list[tuple[Any, ...]]) -> None:
@@ -749,6 +757,7 @@ class _Hub:
                 follower.wake()
 
     def confirmed(self, kind: bytes, channel: str) -> None:
+        self.unconfirmed -= 1
         if kind == b"subscribe":
             if channel in self.sent:  # what was written before: read it
                 self.live.add(channel)
@@ -809,6 +818,8 @@ class _Hub:
                     follower.wake()
 
     async def run(self) -> None:
+        from redis.exceptions import ResponseError
+
         store = self.store
         pool = store.apool()
         connection: Any = None
@@ -816,15 +827,18 @@ class _Hub:
         try:
             connection = await pool.get_connection()
             self.connection = connection
+            self.unconfirmed = 0
             self.flush()
-            self.heard = loop.time()
             if connection.socket_timeout:  # something to read within the socket timeout, while all is quiet
-                self.keepalive = loop.call_later(store.hub_block, self.ping, loop)
+                self.keepalive = loop.call_later(store.hub_ping_every, self.ping, loop)
             replies = _replies(connection)
             try:
-                while True:
-                    reply = await anext(replies)
-                    self.heard = loop.time()
+                while self.followers or self.sent or self.unconfirmed:  # else: nobody follows a run here
+                    try:
+                        reply = await anext(replies)
+                    except ResponseError as exc:  # refused: the user's ACL grants no channels
+                        await self.poll(exc)
+                        break
                     if not isinstance(reply, list):
                         continue  # a PONG (RESP3)
                     kind = reply[0] if type(reply[0]) is bytes else _text(reply[0]).encode()
@@ -832,8 +846,6 @@ class _Hub:
                         self.pushed(reply[1], reply[2])
                     elif kind in (b"subscribe", b"unsubscribe"):
                         self.confirmed(kind, _text(reply[1]))
-                        if int(reply[2]) == 0 and not self.sent and not self.followers:
-                            break  # nobody follows a run here any more
             finally:  # (`replies` holds nothing to release: no await between the last reply and the end)
                 if self.keepalive is not None:
                     self.keepalive.cancel()
@@ -856,13 +868,28 @@ class _Hub:
                 await pool.release(connection)
 
     def ping(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Keep the connection's reads within its socket timeout while nothing is pushed."""
+        """Something for the reads to receive every `hub_ping_every` (half the socket timeout), pushes or not."""
         connection = self.connection
         if connection is None:
             return
-        if loop.time() - self.heard >= self.store.hub_block * 0.9:
-            self.send(connection, [("PING",)])
-        self.keepalive = loop.call_later(self.store.hub_block, self.ping, loop)
+        self.send(connection, [("PING",)])
+        self.keepalive = loop.call_later(self.store.hub_ping_every, self.ping, loop)
+
+    async def poll(self, error: Exception) -> None:
+        """Redis refused the subscriptions (an ACL user without the channels): read every
+        followed stream each `_POLL_EVERY` instead, while this hub has followers."""
+        _logger.warning(
+            "callstream: Redis refused the relay's subscriptions (%s); subscribers read their runs every "
+            "%g s instead: grant the user the channels of its prefix (ACL '&%s:*')",
+            error,
+            _POLL_EVERY,
+            self.store.prefix,
+        )
+        self.connection = None  # nothing more is sent on it
+        while self.followers:
+            for stream in self.followers:
+                self.read(stream)
+            await asyncio.sleep(_POLL_EVERY)
 
 
 class _HubReader:
@@ -1148,9 +1175,9 @@ class RedisStore:
         #: the shortest time between the starts of two round trips of a loop's calls (`_Calls`:
         #: the appends, the set-ups, the checks): the longest a call waits to go with others
         self.calls_round = 0.002
-        #: with a socket timeout, a loop's hub pings Redis when nothing was pushed for this long
-        #: (so that its reads, which wait for pushes, end within the timeout)
-        self.hub_block = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
+        #: with a socket timeout, a loop's hub pings Redis this often (so that its reads, which
+        #: wait for pushes, always get something within the timeout)
+        self.hub_ping_every = min(1.0, socket_timeout / 2) if socket_timeout else 1.0
         #: per event loop: the hub of its subscribers, its pipelined writes, its producers' leases
         self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = weakref.WeakKeyDictionary()
         self._calls: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Calls] = weakref.WeakKeyDictionary()

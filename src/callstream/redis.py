@@ -92,8 +92,9 @@ class RedisRelay(Relay):
     Everything `MemoryRelay` does, across processes and machines, with the
     same ids (`"1"`, `"2"`, ..., strictly increasing per key, across
     attempts). Each run is one Redis Stream (`XADD ... MAXLEN ~`, read with
-    `XREAD BLOCK`) beside a small state hash; every key is under `prefix` and
-    has a TTL. A producer writes each batch of events in one round trip,
+    `XREAD`; an event loop's subscribers get its events pushed, on the run's
+    Pub/Sub channel) beside a small state hash; every key is under `prefix` and
+    has a TTL (a user with Redis ACLs needs the channels too: `&prefix:*`). A producer writes each batch of events in one round trip,
     renews a lease while it runs, and stops at its next callback when any
     process cancels its run. Only JSON is written: a subscriber's events equal
     the producer's in kind, name, ids, tags, metadata, text and JSON-able data,
@@ -159,7 +160,7 @@ class RedisRelay(Relay):
             sync = self._own = redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(0.25, 0.01), 3))
             aclient = self._own_async = AsyncClients(
                 lambda: redis.asyncio.Redis.from_pool(
-                    # Subscribers share one blocked connection (the loop's hub) and writes are
+                    # Subscribers share one subscribed connection (the loop's hub) and writes are
                     # pipelined, so a few connections serve thousands of runs; a burst of calls
                     # waits for one instead of failing ("Too many connections").
                     redis.asyncio.BlockingConnectionPool.from_url(

@@ -560,7 +560,6 @@ def test_a_subscriber_that_joins_a_busy_hub_gets_the_pushes(relay: RedisRelay) -
     """A second run followed while the hub waits for the first one's messages: its token comes
     pushed (no subscriber looks at its run itself: their read slice is longer than the test)."""
     relay._redis_store.read_slice = 60.0
-    relay._redis_store.hub_block = 60.0
 
     async def go() -> None:
         idle, gate = asyncio.Event(), asyncio.Event()
@@ -742,6 +741,109 @@ def test_a_quiet_hub_keeps_its_connection_within_the_socket_timeout(redis_server
         await client.aclose()
 
     asyncio.run(go())
+
+
+def test_a_run_followed_again_while_its_unsubscribe_is_on_its_way_is_subscribed_again(relay: RedisRelay) -> None:
+    """A subscriber leaves a run and another joins it before Redis confirmed the hub's
+    `UNSUBSCRIBE` (a client reconnecting): the hub subscribes again, the newcomer gets the next
+    event pushed, and the hub ends once it leaves too."""
+    from callstream._redis_store import _HubReader
+
+    store = relay._redis_store
+    store.read_slice = 60.0  # no subscriber looks at its run itself: only a push delivers
+
+    async def go() -> None:
+        gate = asyncio.Event()
+
+        async def produce(emit: Any) -> None:
+            await gate.wait()
+            emit("late")
+
+        key = await relay.apublish(callstream.afrom_callback(produce))
+        hub = store.hub()
+        stream = store.keys(key)[1]
+        async with relay.asubscribe(key) as first:
+            waiting = asyncio.ensure_future(anext(aiter(first)))
+            await _until(lambda: stream in hub.live, "the hub to follow the run")
+            waiting.cancel()
+        for _ in range(1000):  # the loop's next ticks (not a timer's: the confirmation would come first)
+            if stream not in hub.sent:
+                break
+            await asyncio.sleep(0)
+        assert stream not in hub.sent  # the hub sent its UNSUBSCRIBE
+        assert stream in hub.live  # and Redis has not confirmed it yet (one round trip later)
+        second = _HubReader(store, key)
+        second.check_at = time.monotonic() + 60  # straight to the hub (its first look at the run was made)
+        read = asyncio.ensure_future(second.aread(None, 30.0, 100))
+        await _until(lambda: stream in hub.live and stream in hub.sent, "the hub to subscribe again")
+        gate.set()
+        batch = await asyncio.wait_for(read, 10)
+        assert [e.text for e in batch.events] == ["late"]
+        second.close()
+        await _until(lambda: hub.task is None, "the hub to end")
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_hub_whose_follower_left_before_it_connected_ends(relay: RedisRelay) -> None:
+    """A follower that comes and goes in one tick, before the hub holds its connection: the hub
+    subscribes nothing, expects no reply, and ends (its connection back to the pool)."""
+    from callstream._redis_store import _Follower
+
+    async def go() -> None:
+        hub = relay._redis_store.hub()
+        follower = _Follower(relay._redis_store.keys("k")[1], (0, 0))
+        hub.add(follower)
+        hub.remove(follower)
+        assert hub.task is not None
+        await _until(lambda: hub.task is None, "the hub to end")
+        assert hub.sent == set() and hub.unconfirmed == 0
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_user_whose_acl_grants_no_channels_still_publishes_and_subscribes(
+    redis_server: RedisServer, raw: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis 7 gives a new ACL user no Pub/Sub channels: the scripts' `PUBLISH` is refused, the
+    writes are not; the hub's `SUBSCRIBE` is refused, so its subscribers read their runs instead
+    (and the log says what to grant). Every run completes; every event arrives once, in order."""
+    user = f"u{uuid.uuid4().hex[:8]}"
+    raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "resetchannels")
+    try:
+        assert raw.acl_getuser(user)["channels"] == []
+        relay = RedisRelay(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0", prefix=prefix)
+        relay._redis_store.read_slice = 60.0  # delivered by the hub's reads, not by the subscribers' own looks
+
+        def producer(i: int) -> Any:
+            async def produce(emit: Any) -> None:
+                for t in range(10):
+                    await asyncio.sleep(0.001)
+                    emit(f"{i}-{t}")
+
+            return produce
+
+        async def one(i: int) -> tuple[list[str], str | None]:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(i)), key=key)
+                got = [token async for token in sub.tokens()]
+            return got, await relay.astatus(key)
+
+        async def go() -> list[tuple[list[str], str | None]]:
+            try:
+                return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(5))), 30)
+            finally:
+                await relay.aclose()
+
+        with caplog.at_level("WARNING", logger="callstream"):
+            got = asyncio.run(go())
+        assert got == [([f"{i}-{t}" for t in range(10)], "completed") for i in range(5)]
+        assert f"&{prefix}:*" in caplog.text
+    finally:
+        raw.execute_command("ACL", "DELUSER", user)
 
 
 def test_the_stores_packers_write_what_redis_py_writes() -> None:
