@@ -598,8 +598,10 @@ class _Hub:
     The stream stays the record: a follower is read from it (`XREAD`, in the loop's next round
     trip of calls) when it joins a run, once the run's subscription is confirmed (what came before
     it), when a message does not come right after its cursor (a gap: messages it missed, or the
-    run's first read still on its way), and when it had no room for a message. A message the hub
-    never gets (a connection lost: then every follower raises the error) costs time, never an event.
+    run's first read still on its way), and when it had no room for a message. So a message the
+    hub never gets costs time, never an event: a connection Redis dropped (a subscriber past its
+    output buffer limit) is replaced, subscribed again, and each follower read from its cursor;
+    only a Redis that cannot be reached makes the followers raise the error.
     """
 
     def __init__(self, store: RedisStore) -> None:
@@ -623,6 +625,8 @@ class _Hub:
         self.sweeper: asyncio.TimerHandle | None = None
         #: channels (un)subscribed whose confirmation Redis has not sent yet
         self.unconfirmed = 0
+        #: the connection has received something (a dropped one that had is replaced)
+        self.heard = False
         #: the keepalive `PING`s' timer (with a socket timeout)
         self.keepalive: asyncio.TimerHandle | None = None
 
@@ -818,38 +822,28 @@ class _Hub:
                     follower.wake()
 
     async def run(self) -> None:
-        from redis.exceptions import ResponseError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        store = self.store
-        pool = store.apool()
+        pool = self.store.apool()
         connection: Any = None
-        loop = asyncio.get_running_loop()
         try:
-            connection = await pool.get_connection()
-            self.connection = connection
-            self.unconfirmed = 0
-            self.flush()
-            if connection.socket_timeout:  # something to read within the socket timeout, while all is quiet
-                self.keepalive = loop.call_later(store.hub_ping_every, self.ping, loop)
-            replies = _replies(connection)
-            try:
-                while self.followers or self.sent or self.unconfirmed:  # else: nobody follows a run here
-                    try:
-                        reply = await anext(replies)
-                    except ResponseError as exc:  # refused: the user's ACL grants no channels
-                        await self.poll(exc)
-                        break
-                    if not isinstance(reply, list):
-                        continue  # a PONG (RESP3)
-                    kind = reply[0] if type(reply[0]) is bytes else _text(reply[0]).encode()
-                    if kind == b"message":
-                        self.pushed(reply[1], reply[2])
-                    elif kind in (b"subscribe", b"unsubscribe"):
-                        self.confirmed(kind, _text(reply[1]))
-            finally:  # (`replies` holds nothing to release: no await between the last reply and the end)
-                if self.keepalive is not None:
-                    self.keepalive.cancel()
-                    self.keepalive = None
+            while True:
+                connection = await pool.get_connection()
+                self.connection = connection
+                try:
+                    await self.serve(connection)
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    # Dropped (Redis' output buffer limit for a subscriber that fell behind, a proxy's
+                    # idle timeout): once it had worked, a new connection subscribes again and each
+                    # follower's stream is read from its cursor. Redis itself down: the next connect fails.
+                    if not self.heard:
+                        raise
+                    self.connection = None
+                    await connection.disconnect()
+                    await pool.release(connection)
+                    connection = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the subscribers raise it, as a read of their own would
@@ -866,6 +860,40 @@ class _Hub:
             if connection is not None:  # never back to the pool subscribed, nor with a PONG due
                 await connection.disconnect()
                 await pool.release(connection)
+
+    async def serve(self, connection: Any) -> None:
+        """Subscribe the followed runs on `connection` and hand on what it receives, until no run
+        is followed (or Redis refuses the subscriptions: then `poll`)."""
+        from redis.exceptions import ResponseError
+
+        loop = asyncio.get_running_loop()
+        self.live.clear()
+        self.sent.clear()
+        self.unconfirmed = 0
+        self.heard = False
+        self.flush()
+        if connection.socket_timeout:  # something to read within the socket timeout, while all is quiet
+            self.keepalive = loop.call_later(self.store.hub_ping_every, self.ping, loop)
+        replies = _replies(connection)
+        try:
+            while self.followers or self.sent or self.unconfirmed:  # else: nobody follows a run here
+                try:
+                    reply = await anext(replies)
+                except ResponseError as exc:  # refused: the user's ACL grants no channels
+                    await self.poll(exc)
+                    return
+                self.heard = True
+                if not isinstance(reply, list):
+                    continue  # a PONG (RESP3)
+                kind = reply[0] if type(reply[0]) is bytes else _text(reply[0]).encode()
+                if kind == b"message":
+                    self.pushed(reply[1], reply[2])
+                elif kind in (b"subscribe", b"unsubscribe"):
+                    self.confirmed(kind, _text(reply[1]))
+        finally:  # (`replies` holds nothing to release: no await between the last reply and the end)
+            if self.keepalive is not None:
+                self.keepalive.cancel()
+                self.keepalive = None
 
     def ping(self, loop: asyncio.AbstractEventLoop) -> None:
         """Something for the reads to receive every `hub_ping_every` (half the socket timeout), pushes or not."""

@@ -846,6 +846,51 @@ def test_a_user_whose_acl_grants_no_channels_still_publishes_and_subscribes(
         raw.execute_command("ACL", "DELUSER", user)
 
 
+def test_a_hub_whose_connection_is_dropped_subscribes_again_and_loses_nothing(relay: RedisRelay, raw: Any) -> None:
+    """Redis drops the hub's connection mid-stream (as it does to a subscriber past its output
+    buffer limit; here `CLIENT KILL TYPE pubsub`): the hub connects and subscribes again, and each
+    subscriber reads what it missed from its run's stream: every event once, in order, no error."""
+    store = relay._redis_store
+    store.read_slice = 60.0  # no subscriber looks at its run itself
+    runs, tokens = 5, 40
+
+    async def go() -> None:
+        halfway = [asyncio.Event() for _ in range(runs)]
+        resume = asyncio.Event()
+
+        def producer(i: int) -> Any:
+            async def produce(emit: Any) -> None:
+                for t in range(tokens):
+                    if t == tokens // 2:
+                        halfway[i].set()
+                        await resume.wait()
+                    emit(f"{i}-{t}")
+                    await asyncio.sleep(0)
+
+            return produce
+
+        async def one(i: int) -> list[str]:
+            key = await relay.areserve()
+            async with relay.asubscribe(key) as sub:
+                await relay.apublish(callstream.afrom_callback(producer(i)), key=key)
+                return [token async for token in sub.tokens()]
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(runs)]
+        hub = store.hub()
+        for event in halfway:
+            await asyncio.wait_for(event.wait(), 10)
+        await _until(lambda: len(hub.live) == runs, "the hub to follow every run")
+        first = hub.connection
+        assert raw.client_kill_filter(_type="pubsub") >= 1
+        resume.set()  # the second half is written while the hub has no connection, or a new one
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        assert got == [[f"{i}-{t}" for t in range(tokens)] for i in range(runs)]
+        assert hub.connection is not first or hub.task is None
+        await relay.aclose()
+
+    asyncio.run(go())
+
+
 def test_the_stores_packers_write_what_redis_py_writes() -> None:
     """The hot paths pack with hiredis (installed by the extra) or `_pack_python`: the same bytes."""
     import redis.asyncio.connection
