@@ -827,18 +827,23 @@ class _Hub:
 
         pool = self.store.apool()
         connection: Any = None
+        loop = asyncio.get_running_loop()
+        short = 0  # connections in a row dropped within a second of their start
         try:
             while True:
                 connection = await pool.get_connection()
                 self.connection = connection
+                started = loop.time()
                 try:
                     await self.serve(connection)
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     # Dropped (Redis' output buffer limit for a subscriber that fell behind, a proxy's
                     # idle timeout): once it had worked, a new connection subscribes again and each
-                    # follower's stream is read from its cursor. Redis itself down: the next connect fails.
-                    if not self.heard:
+                    # follower's stream is read from its cursor. Redis itself down: the next connect
+                    # fails; dropped again and again at once: the followers get the error.
+                    short = short + 1 if loop.time() - started < 1.0 else 0
+                    if not self.heard or short >= 3:
                         raise
                     self.connection = None
                     await connection.disconnect()
