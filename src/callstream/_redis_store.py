@@ -625,8 +625,6 @@ class _Hub:
         self.sweeper: asyncio.TimerHandle | None = None
         #: channels (un)subscribed whose confirmation Redis has not sent yet
         self.unconfirmed = 0
-        #: the connection has received something (a dropped one that had is replaced)
-        self.heard = False
         #: the keepalive `PING`s' timer (with a socket timeout)
         self.keepalive: asyncio.TimerHandle | None = None
 
@@ -828,7 +826,7 @@ class _Hub:
         pool = self.store.apool()
         connection: Any = None
         loop = asyncio.get_running_loop()
-        short = 0  # connections in a row dropped within a second of their start
+        short = 0  # connections in a row dropped within 2 s of their start
         try:
             while True:
                 connection = await pool.get_connection()
@@ -839,16 +837,18 @@ class _Hub:
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError):
                     # Dropped (Redis' output buffer limit for a subscriber that fell behind, a proxy's
-                    # idle timeout): once it had worked, a new connection subscribes again and each
-                    # follower's stream is read from its cursor. Redis itself down: the next connect
-                    # fails; dropped again and again at once: the followers get the error.
-                    short = short + 1 if loop.time() - started < 1.0 else 0
-                    if not self.heard or short >= 3:
+                    # idle timeout): a new connection subscribes again and each follower's stream is
+                    # read from its cursor. Redis itself down: the next connect
+                    # fails; dropped again and again soon after its start: the followers get the error.
+                    short = short + 1 if loop.time() - started < 2.0 else 0
+                    if short >= 5:
                         raise
                     self.connection = None
                     await connection.disconnect()
                     await pool.release(connection)
                     connection = None
+                    if short:  # a little later each time it is dropped soon after its start
+                        await asyncio.sleep(min(0.05 * 2 ** (short - 1), 1.0))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the subscribers raise it, as a read of their own would
@@ -875,7 +875,6 @@ class _Hub:
         self.live.clear()
         self.sent.clear()
         self.unconfirmed = 0
-        self.heard = False
         self.flush()
         if connection.socket_timeout:  # something to read within the socket timeout, while all is quiet
             self.keepalive = loop.call_later(self.store.hub_ping_every, self.ping, loop)
@@ -887,7 +886,6 @@ class _Hub:
                 except ResponseError as exc:  # refused: the user's ACL grants no channels
                     await self.poll(exc)
                     return
-                self.heard = True
                 if not isinstance(reply, list):
                     continue  # a PONG (RESP3)
                 kind = reply[0] if type(reply[0]) is bytes else _text(reply[0]).encode()
@@ -911,13 +909,15 @@ class _Hub:
     async def poll(self, error: Exception) -> None:
         """Redis refused the subscriptions (an ACL user without the channels): read every
         followed stream each `_POLL_EVERY` instead, while this hub has followers."""
-        _logger.warning(
-            "callstream: Redis refused the relay's subscriptions (%s); subscribers read their runs every "
-            "%g s instead: grant the user the channels of its prefix (ACL '&%s:*')",
-            error,
-            _POLL_EVERY,
-            self.store.prefix,
-        )
+        if not self.store.warned_poll:
+            self.store.warned_poll = True
+            _logger.warning(
+                "callstream: Redis refused the relay's subscriptions (%s); subscribers read their runs every "
+                "%g s instead: grant the user the channels of its prefix (ACL '&%s:*')",
+                error,
+                _POLL_EVERY,
+                self.store.prefix,
+            )
         self.connection = None  # nothing more is sent on it
         while self.followers:
             for stream in self.followers:
@@ -1219,6 +1219,8 @@ class RedisStore:
         #: this process's producers: key -> lease token
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: a hub said once that Redis refused its subscriptions (`_Hub.poll`)
+        self.warned_poll = False
 
     # -- keys, scripts, round trips -------------------------------------------------
 
