@@ -568,6 +568,12 @@ class _Follower:
         if self.waiter is not None:
             _wake(self.waiter)
 
+    def take(self, fresh: list[tuple[int, int, Any]]) -> None:
+        """Entries that come after its cursor, in order: kept for its reads, and it is woken."""
+        self.entries.extend(fresh)
+        self.cursor = (fresh[-1][0], fresh[-1][1])
+        self.wake()
+
 
 def _follows(cursor: tuple[int, int], n: int, sub: int) -> bool:
     """Whether the entry `(n, sub)` comes right after `cursor` in a run's stream: the next
@@ -754,9 +760,7 @@ class _Hub:
             elif len(follower.entries) >= _FOLLOW_MAX:  # no room: read when it waits again
                 follower.behind = True
             else:
-                follower.entries.extend(fresh)
-                follower.cursor = (last[0], last[1])
-                follower.wake()
+                follower.take(fresh)
 
     def confirmed(self, kind: bytes, channel: str) -> None:
         self.unconfirmed -= 1
@@ -815,9 +819,7 @@ class _Hub:
                 cursor = follower.cursor
                 fresh = [e for e in parsed if (e[0], e[1]) > cursor]
                 if fresh:
-                    follower.entries.extend(fresh)
-                    follower.cursor = (fresh[-1][0], fresh[-1][1])
-                    follower.wake()
+                    follower.take(fresh)
 
     async def run(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
